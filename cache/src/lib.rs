@@ -1,0 +1,3 @@
+//! Content store, layers, cache keys and OCI formats for rbuild.
+
+pub mod digest;

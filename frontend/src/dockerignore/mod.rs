@@ -1,0 +1,1 @@
+//! `.dockerignore` files and moby/patternmatcher semantics.

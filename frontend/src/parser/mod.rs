@@ -1,0 +1,1 @@
+//! The low-level Dockerfile parser: logical lines, directives, heredocs and the AST.
