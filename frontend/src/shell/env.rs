@@ -10,6 +10,14 @@ pub trait EnvGetter {
     fn get(&self, name: &str) -> Option<&str>;
 }
 
+/// Lets a borrowed getter stand in for `&dyn EnvGetter`; in particular a `&[(K, V)]` slice,
+/// which cannot be turned into a trait object itself because it is unsized.
+impl<T: EnvGetter + ?Sized> EnvGetter for &T {
+    fn get(&self, name: &str) -> Option<&str> {
+        (**self).get(name)
+    }
+}
+
 impl EnvGetter for BTreeMap<String, String> {
     fn get(&self, name: &str) -> Option<&str> {
         BTreeMap::get(self, name).map(String::as_str)
