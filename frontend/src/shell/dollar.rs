@@ -22,9 +22,25 @@ fn is_special_param(ch: char) -> bool {
     matches!(ch, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0')
 }
 
+/// How many `${…}` may nest. BuildKit has no limit (Go stacks grow), but no real Dockerfile
+/// comes near this, and a bound keeps the recursion within a thread's stack.
+pub(super) const MAX_NESTING: usize = 200;
+
 impl ShellWord<'_> {
-    /// Expands the `$…` at the cursor. A `$` not followed by a name is literal.
+    /// Expands the `$…` at the cursor, refusing nesting deeper than [`MAX_NESTING`]: each
+    /// level recurses, and a hostile `${a:-${a:-…` must give an error, not a stack overflow.
     pub(super) fn dollar(&mut self) -> Result<String, ShellError> {
+        if self.depth >= MAX_NESTING {
+            return Err(ShellError::TooDeep(MAX_NESTING));
+        }
+        self.depth += 1;
+        let result = self.dollar_unguarded();
+        self.depth -= 1;
+        result
+    }
+
+    /// The expansion itself. A `$` not followed by a name is literal.
+    fn dollar_unguarded(&mut self) -> Result<String, ShellError> {
         self.cur.next();
         if self.cur.peek() == Some('{') {
             self.cur.next();

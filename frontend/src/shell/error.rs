@@ -44,6 +44,9 @@ pub enum ShellError {
     /// meta character is escaped, but size limits exist).
     #[error("{0}")]
     Regex(String),
+    /// `${…}` nested deeper than the lexer allows (an rbuild limit; BuildKit has none).
+    #[error("substitutions nested more than {0} deep")]
+    TooDeep(usize),
     /// A pattern operator whose glob could not be converted.
     #[error("invalid pattern ({pattern}) in substitution: {cause}")]
     InvalidPattern {

@@ -176,3 +176,23 @@ fn never_panics_on_awkward_input() {
     assert_eq!(word(&lex, "${PWD//?/'$0$0'}").unwrap(), "//hhoommee");
     assert_eq!(word(&lex, "${PWD//?/$0}").unwrap(), "");
 }
+
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    let lex = Lexer::new('\\');
+    let depth = dollar::MAX_NESTING;
+    let ok = format!("{}x{}", "${a:-".repeat(depth), "}".repeat(depth));
+    assert_eq!(word(&lex, &ok).unwrap(), "x");
+    let deep = format!("{}x{}", "${a:-".repeat(20_000), "}".repeat(20_000));
+    let err = word(&lex, &deep).unwrap_err();
+    assert_eq!(err.cause(), &ShellError::TooDeep(depth));
+}
+
+proptest::proptest! {
+    #[test]
+    fn never_panics(input in "[$\\{}:#%/'\"+?*=a0 é\u{feff}-]{0,16}", escape in "[\\`$]") {
+        let lex = Lexer { escape: escape.chars().next().unwrap_or('\\'), ..Lexer::new('\\') };
+        let _ = lex.process_word_with_matches(&input, &env());
+        let _ = Lexer { raw_escapes: true, skip_unset_env: true, ..lex }.process_words(&input, &env());
+    }
+}

@@ -94,6 +94,8 @@ pub(super) struct ShellWord<'a> {
     pub(super) cur: Cursor,
     /// Whether escape characters are kept; nested words switch it (see `scan_until`).
     raw_escapes: bool,
+    /// Current `${…}` nesting depth (see `dollar`).
+    pub(super) depth: usize,
     pub(super) matched: BTreeSet<String>,
     pub(super) unmatched: BTreeSet<String>,
 }
@@ -105,6 +107,7 @@ impl<'a> ShellWord<'a> {
             env,
             cur: Cursor::new(input),
             raw_escapes: lex.raw_escapes,
+            depth: 0,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
         }
