@@ -5,5 +5,6 @@
 //! This crate touches nothing beyond the bytes it is handed: no filesystem, no network.
 
 pub mod dockerignore;
+pub mod instructions;
 pub mod parser;
 pub mod shell;

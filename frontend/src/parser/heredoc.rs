@@ -8,9 +8,13 @@ use super::error::ParseErrorKind;
 use super::node::Heredoc;
 use crate::shell::Lexer;
 
+const NO_ENV: &[(String, String)] = &[];
+
 fn heredoc_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"^([0-9]*)<<(-?)([^<]*)$").expect("heredoc regex is valid"))
+    RE.get_or_init(|| {
+        Regex::new(r"^([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)$").expect("heredoc regex is valid")
+    })
 }
 
 /// Reads one word as a heredoc delimiter; `Ok(None)` when the word is not one.
@@ -29,7 +33,7 @@ pub fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, ParseErrorKind> {
     let mut lexer = Lexer::new('\\');
     lexer.skip_unset_env = true;
     let words = lexer
-        .process_words(rest, &std::collections::BTreeMap::new())
+        .process_words(rest, &NO_ENV)
         .map_err(|e| invalid(e.to_string()))?;
     let [name] = words.as_slice() else {
         return Ok(None);
@@ -38,7 +42,7 @@ pub fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, ParseErrorKind> {
     // delimiter means the body is taken literally.
     lexer.raw_quotes = true;
     let raw = lexer
-        .process_words(rest, &std::collections::BTreeMap::new())
+        .process_words(rest, &NO_ENV)
         .map_err(|e| invalid(e.to_string()))?;
     let [raw_name] = raw.as_slice() else {
         return Err(invalid(
@@ -61,16 +65,26 @@ pub fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, ParseErrorKind> {
     lexer.raw_quotes = true;
     lexer.raw_escapes = true;
     lexer.skip_unset_env = true;
-    let words = lexer
-        .process_words(line, &std::collections::BTreeMap::new())
-        .unwrap_or_default();
+    let words = lexer.process_words(line, &NO_ENV).unwrap_or_default();
     let mut docs = Vec::new();
-    for word in words {
+    let mut words = words.into_iter();
+    while let Some(mut word) = words.next() {
+        // `<< EOF` and `<<- EOF`: the delimiter may stand apart from the operator.
+        if is_bare_operator(&word) {
+            if let Some(next) = words.next() {
+                word = format!("{word} {next}");
+            }
+        }
         if let Some(doc) = parse_heredoc(&word)? {
             docs.push(doc);
         }
     }
     Ok(docs)
+}
+
+fn is_bare_operator(word: &str) -> bool {
+    let rest = word.trim_start_matches(|c: char| c.is_ascii_digit());
+    rest == "<<" || rest == "<<-"
 }
 
 /// `<<-` bodies lose the leading tabs of every line.
