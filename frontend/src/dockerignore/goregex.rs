@@ -301,6 +301,9 @@ mod tests {
         assert!(is_match("^\\x41$", "A"));
         assert!(is_match("^\\Q.*\\E$", ".*"));
         assert!(is_match("^\\pL$", "ζ"));
+        // Go's \b is an ASCII word boundary: `é` is not a word character there.
+        assert!(is_match("^a\\b$", "a"));
+        assert!(!is_match("é\\b", "é"));
     }
 
     #[test]

@@ -26,3 +26,34 @@ pub use ignorefile::{
 pub use matcher::matches;
 pub use matcher::{matches_or_parent_matches, Decision, MatchInfo, PatternError, PatternMatcher};
 pub use pattern::{to_go_regexp, MatchType, Pattern};
+
+#[cfg(test)]
+mod no_panic {
+    //! Patterns come straight from user files, so no input may panic.
+    use super::*;
+    use proptest::prelude::*;
+
+    const SPICY: &str = "[a-b/*?\\[\\]^\\-\\\\!.{}()|$ :é☺\u{FEFF}#\r\n\t<>&~0-9xdpQE]{0,12}";
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn matching_never_panics(pats in prop::collection::vec(SPICY, 0..4), path in SPICY) {
+            let _ = filepath_match(&pats.concat(), &path);
+            let _ = to_go_regexp(&pats.concat());
+            if let Ok(pm) = PatternMatcher::new(&pats) {
+                let _ = pm.decide(&path);
+                let _ = pm.matches_exact(&path);
+                let (_, info) = pm
+                    .matches_using_parent_results("p", &MatchInfo::default())
+                    .unwrap_or_default();
+                let _ = pm.matches_using_parent_results(&path, &info);
+            }
+        }
+
+        #[test]
+        fn reading_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = read_ignore_file(&bytes);
+        }
+    }
+}
