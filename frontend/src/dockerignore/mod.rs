@@ -25,7 +25,7 @@ pub use ignorefile::{
 #[allow(deprecated)]
 pub use matcher::matches;
 pub use matcher::{matches_or_parent_matches, Decision, MatchInfo, PatternError, PatternMatcher};
-pub use pattern::{to_go_regexp, MatchType, Pattern};
+pub use pattern::{to_go_regexp, to_go_regexp_with_separator, MatchType, Pattern, Separator};
 
 #[cfg(test)]
 mod no_panic {
@@ -41,6 +41,7 @@ mod no_panic {
         fn matching_never_panics(pats in prop::collection::vec(SPICY, 0..4), path in SPICY) {
             let _ = filepath_match(&pats.concat(), &path);
             let _ = to_go_regexp(&pats.concat());
+            let _ = to_go_regexp_with_separator(&pats.concat(), Separator::Backslash);
             if let Ok(pm) = PatternMatcher::new(&pats) {
                 let _ = pm.decide(&path);
                 let _ = pm.matches_exact(&path);

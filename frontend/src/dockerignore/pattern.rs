@@ -24,11 +24,39 @@ pub enum MatchType {
     Regexp,
 }
 
+/// The path separator a pattern is compiled for: upstream's `compile(sl)` parameter.
+/// Builds always use `/`; `\` is upstream's Windows variant, which its TestCompile runs on
+/// every OS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Separator {
+    #[default]
+    Slash,
+    Backslash,
+}
+
+impl Separator {
+    pub fn as_char(self) -> char {
+        match self {
+            Separator::Slash => '/',
+            Separator::Backslash => '\\',
+        }
+    }
+
+    /// The separator as regexp text (upstream's `escSL`).
+    fn escaped(self) -> &'static str {
+        match self {
+            Separator::Slash => "/",
+            Separator::Backslash => r"\\",
+        }
+    }
+}
+
 /// The compiled form of one cleaned pattern (without its `!`).
 #[derive(Debug, Clone)]
 pub struct Pattern {
     cleaned: String,
     exclusion: bool,
+    sep: Separator,
     match_type: MatchType,
     /// Upstream's regexp text, kept even when it does not compile (for diagnostics).
     regexp_str: Option<String>,
@@ -38,9 +66,14 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    /// Compiles `cleaned` (already `Clean`ed, `!` removed) the way upstream does.
+    /// Compiles `cleaned` (already `Clean`ed, `!` removed) the way upstream does, for `/`.
     pub fn compile(cleaned: &str, exclusion: bool) -> Self {
-        let (match_type, go_re) = to_go_regexp(cleaned);
+        Self::compile_with_separator(cleaned, exclusion, Separator::Slash)
+    }
+
+    /// [`Pattern::compile`] for paths (and a pattern) separated by `sep`.
+    pub fn compile_with_separator(cleaned: &str, exclusion: bool, sep: Separator) -> Self {
+        let (match_type, go_re) = to_go_regexp_with_separator(cleaned, sep);
         let (regexp_str, regexp) = match match_type {
             MatchType::Regexp => (Some(go_re.clone()), goregex::compile(&go_re).ok()),
             _ => (None, None),
@@ -48,6 +81,7 @@ impl Pattern {
         Pattern {
             cleaned: cleaned.to_string(),
             exclusion,
+            sep,
             match_type,
             regexp_str,
             regexp,
@@ -73,12 +107,12 @@ impl Pattern {
         self.regexp_str.as_deref()
     }
 
-    /// Number of `/`-separated parts; only the deprecated single-parent matcher uses it.
+    /// Number of separator-separated parts; only the deprecated single-parent matcher uses it.
     pub(crate) fn dir_count(&self) -> usize {
-        self.cleaned.split('/').count()
+        self.cleaned.split(self.sep.as_char()).count()
     }
 
-    /// Tests a slash-separated path against this pattern alone (no parent logic).
+    /// Tests a path (separated like the pattern) against this pattern alone (no parent logic).
     /// Compared bytewise, like Go, so no multi-byte boundary can split a `&str`.
     pub fn matches(&self, path: &str) -> Result<bool, BadPattern> {
         let (bytes, pat) = (path.as_bytes(), self.cleaned.as_bytes());
@@ -89,7 +123,8 @@ impl Pattern {
             MatchType::Suffix => {
                 let suffix = pat.get(2..).unwrap_or_default();
                 // `**/foo` also matches `foo` itself.
-                bytes.ends_with(suffix) || suffix.first() == Some(&b'/') && bytes == &suffix[1..]
+                let sep = self.sep.as_char() as u8;
+                bytes.ends_with(suffix) || suffix.first() == Some(&sep) && bytes == &suffix[1..]
             }
             MatchType::Regexp => match &self.regexp {
                 Some(re) => re.is_match(path),
@@ -108,6 +143,13 @@ fn is_regex_only_meta(c: char) -> bool {
 /// Upstream's `compile` on a `/`-separated pattern: the match type and the regexp text
 /// (the latter meaningful only for [`MatchType::Regexp`]).
 pub fn to_go_regexp(cleaned: &str) -> (MatchType, String) {
+    to_go_regexp_with_separator(cleaned, Separator::Slash)
+}
+
+/// Upstream's `compile(sl)` on a pattern separated by `sep`. With `\` a backslash is the
+/// separator, never an escape (Windows `filepath.Match` has no escapes).
+pub fn to_go_regexp_with_separator(cleaned: &str, sep: Separator) -> (MatchType, String) {
+    let (sl, esc) = (sep.as_char(), sep.escaped());
     let mut re = String::from("^");
     let mut kind = MatchType::Exact;
     // Go's text/scanner silently drops a byte-order mark at the very start.
@@ -119,15 +161,17 @@ pub fn to_go_regexp(cleaned: &str) -> (MatchType, String) {
             '*' if chars.peek() == Some(&'*') => {
                 chars.next();
                 // `**/` is treated as `**`.
-                chars.next_if_eq(&'/');
-                kind = double_star(&mut re, kind, chars.peek().is_none());
+                chars.next_if_eq(&sl);
+                kind = double_star(&mut re, kind, chars.peek().is_none(), esc);
                 if first {
                     kind = MatchType::Suffix;
                 }
             }
-            '*' => push_wild(&mut re, &mut kind, "[^/]*"),
-            '?' => push_wild(&mut re, &mut kind, "[^/]"),
+            '*' => push_wild(&mut re, &mut kind, &format!("[^{esc}]*")),
+            '?' => push_wild(&mut re, &mut kind, &format!("[^{esc}]")),
             '[' | ']' => push_wild(&mut re, &mut kind, &c.to_string()),
+            // The separator itself, literal; it does not make a regexp.
+            '\\' if sep == Separator::Backslash => re.push_str(esc),
             '\\' => match chars.next() {
                 Some(next) => push_wild(&mut re, &mut kind, &format!("\\{next}")),
                 // A trailing backslash stays (escaped) and does not make a regexp.
@@ -154,7 +198,7 @@ fn push_wild(re: &mut String, kind: &mut MatchType, text: &str) {
 
 /// `**`: at the end of an otherwise literal pattern it is a prefix test, at the end of a
 /// wildcard pattern `.*`, and elsewhere any number of whole directories, including none.
-fn double_star(re: &mut String, kind: MatchType, at_end: bool) -> MatchType {
+fn double_star(re: &mut String, kind: MatchType, at_end: bool, esc: &str) -> MatchType {
     match (at_end, kind) {
         (true, MatchType::Exact) => MatchType::Prefix,
         (true, _) => {
@@ -162,7 +206,9 @@ fn double_star(re: &mut String, kind: MatchType, at_end: bool) -> MatchType {
             MatchType::Regexp
         }
         (false, _) => {
-            re.push_str("(.*/)?");
+            re.push_str("(.*");
+            re.push_str(esc);
+            re.push_str(")?");
             MatchType::Regexp
         }
     }
@@ -192,6 +238,21 @@ mod tests {
         assert_eq!(p.regexp_str(), Some("^[Local-Only]$"));
         assert_eq!(p.matches("x"), Err(BadPattern));
         assert_eq!(p.matches("x"), Err(BadPattern));
+    }
+
+    #[test]
+    fn backslash_separator() {
+        let sep = Separator::Backslash;
+        let re = |p| to_go_regexp_with_separator(p, sep);
+        assert_eq!(re(r"a*\b"), (MatchType::Regexp, r"^a[^\\]*\\b$".into()));
+        assert_eq!(re(r"**\x?"), (MatchType::Regexp, r"^(.*\\)?x[^\\]$".into()));
+        // A backslash is the separator, never an escape: `a\b` stays an exact match.
+        assert_eq!(re(r"a\b").0, MatchType::Exact);
+        let p = Pattern::compile_with_separator(r"**\a*", false, sep);
+        assert_eq!(p.matches(r"x\ab"), Ok(true));
+        assert_eq!(p.matches(r"x/ab"), Ok(false));
+        let p = Pattern::compile_with_separator(r"**\foo", false, sep);
+        assert_eq!((p.matches("foo"), p.dir_count()), (Ok(true), 2));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 
 use libtest_mimic::{Failed, Trial};
 use rbuild_frontend::dockerignore::{
-    self, filepath_match, read_ignore_file, to_go_regexp, MatchInfo, MatchType, PatternMatcher,
+    self, filepath_match, read_ignore_file, to_go_regexp_with_separator, MatchInfo, MatchType,
+    Pattern, PatternMatcher, Separator,
 };
 use serde_json::Value;
 
@@ -23,7 +24,20 @@ pub fn trials() -> Vec<Trial> {
         "dockerignore/ignorefile_readall",
         ignorefile_readall,
     ));
+    trials.push(Trial::test("dockerignore/no_exceptions", no_exceptions));
     trials
+}
+
+/// Every patternmatcher case applies on every platform (upstream's TestCompile runs the
+/// backslash variant everywhere too), so none may be listed in exceptions.txt.
+fn no_exceptions() -> Result<(), Failed> {
+    let listed: Vec<String> = exceptions()
+        .into_iter()
+        .filter(|e| e.starts_with("dockerignore/"))
+        .collect();
+    check(listed.is_empty(), || {
+        format!("dockerignore cases must not be excepted: {listed:?}")
+    })
 }
 
 fn str_field<'a>(case: &'a Value, key: &str) -> &'a str {
@@ -164,28 +178,27 @@ fn filepath_match_trials() -> Vec<Trial> {
 fn compile_trials() -> Vec<Trial> {
     let doc = read_json(&format!("{DIR}/compile.json"));
     let list = doc.as_array().cloned().unwrap_or_default();
-    let excepted = exceptions();
     let mut trials = Vec::new();
     for (i, case) in list.into_iter().enumerate() {
         let pattern = str_field(&case, "pattern").to_string();
-        let slash = format!("dockerignore/compile/slash/{i:02}-{pattern}");
-        // Only regexp cases carry Windows data (`regexp_backslash`); we never compile with `\`.
-        if case["regexp_backslash"]
-            .as_str()
-            .is_some_and(|r| !r.is_empty())
-        {
-            let backslash = format!("dockerignore/compile/backslash/{i:02}-{pattern}");
-            trials.push(windows_only(backslash, &excepted));
+        for (label, sep) in [
+            ("slash", Separator::Slash),
+            ("backslash", Separator::Backslash),
+        ] {
+            let name = format!("dockerignore/compile/{label}/{i:02}-{pattern}");
+            let case = case.clone();
+            trials.push(Trial::test(name, move || compile_case(&case, sep)));
         }
-        trials.push(Trial::test(slash, move || compile_case(&case)));
     }
     trials
 }
 
-/// Upstream's TestCompile on `path.Clean`ed patterns with `/` as the separator.
-fn compile_case(case: &Value) -> Result<(), Failed> {
-    let cleaned = dockerignore::clean(str_field(case, "pattern"));
-    let (kind, regexp) = to_go_regexp(&cleaned);
+/// Upstream's TestCompile: the `path.Clean`ed pattern, its `/` replaced by `sep`, compiled
+/// with `sep` as the separator.
+fn compile_case(case: &Value, sep: Separator) -> Result<(), Failed> {
+    let cleaned =
+        dockerignore::clean(str_field(case, "pattern")).replace('/', &sep.as_char().to_string());
+    let (kind, regexp) = to_go_regexp_with_separator(&cleaned, sep);
     let want_kind = str_field(case, "matchType");
     let got_kind = match kind {
         MatchType::Exact => "exactMatch",
@@ -199,24 +212,20 @@ fn compile_case(case: &Value) -> Result<(), Failed> {
     if kind != MatchType::Regexp {
         return Ok(());
     }
-    let want = str_field(case, "regexp_slash");
+    let want = str_field(
+        case,
+        match sep {
+            Separator::Slash => "regexp_slash",
+            Separator::Backslash => "regexp_backslash",
+        },
+    );
     check(regexp == want, || {
         format!("{cleaned:?}: regexp {regexp}, want {want}")
     })?;
-    let compiled = dockerignore::Pattern::compile(&cleaned, false);
+    let compiled = Pattern::compile_with_separator(&cleaned, false, sep);
     check(compiled.matches("x").is_ok(), || {
         format!("{want} does not compile")
     })
-}
-
-/// A case that only applies on Windows: ignored when listed in exceptions.txt, otherwise
-/// a failure that asks for it to be listed.
-fn windows_only(name: String, excepted: &[String]) -> Trial {
-    let listed = excepted.contains(&name);
-    Trial::test(name, move || {
-        Err("Windows-only (backslash separator); not listed in exceptions.txt".into())
-    })
-    .with_ignored_flag(listed)
 }
 
 fn simple_matches_trials() -> Vec<Trial> {
