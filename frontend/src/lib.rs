@@ -5,6 +5,9 @@
 //! This crate touches nothing beyond the bytes it is handed: no filesystem, no network.
 
 pub mod dockerignore;
+pub mod graph;
 pub mod instructions;
+pub mod lint;
 pub mod parser;
+pub mod platform;
 pub mod shell;

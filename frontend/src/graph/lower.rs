@@ -1,0 +1,624 @@
+//! The stage walker: resolves stage references (lazily, so `--target` prunes what it does not
+//! need), expands words, builds ops and accumulates each stage's config.
+
+use std::collections::{BTreeMap, HashMap};
+
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+
+use super::config::{HealthConfig, ImageConfig, DEFAULT_PATH};
+use super::op::{vertex_digest, Edge, Op};
+use super::scope::{Lookup, Scope};
+use super::{BaseImages, BuildGraph, LowerError, LowerOptions, StageNode, Vertex};
+use crate::instructions::{parse_stages, Command, Instruction, Stage, Stages};
+use crate::lint::{self, Warning};
+use crate::parser::Dockerfile;
+use crate::platform::Platform;
+use crate::shell::Lexer;
+
+mod steps;
+
+/// Proxy variables are usable without an ARG and never recorded in the image or cache keys.
+pub(super) const PROXY_ARGS: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+enum Visit {
+    InProgress,
+    Done,
+}
+
+/// The state of the stage being lowered.
+pub(super) struct StageState {
+    pub index: usize,
+    pub base: String,
+    pub label: String,
+    pub config: ImageConfig,
+    pub scope: Scope,
+    pub head: NodeIndex,
+    pub platform: Platform,
+    pub vertices: Vec<NodeIndex>,
+    pub cmd_set: bool,
+    pub step: usize,
+    pub steps: usize,
+}
+
+pub(super) struct Lowering<'a> {
+    pub stages: Stages,
+    pub options: &'a LowerOptions,
+    pub bases: &'a dyn BaseImages,
+    pub lexer: Lexer,
+    pub graph: StableDiGraph<Vertex, Edge>,
+    pub by_digest: HashMap<String, NodeIndex>,
+    pub meta: Scope,
+    visits: BTreeMap<usize, Visit>,
+    pub lowered: BTreeMap<usize, StageNode>,
+    pub warnings: Vec<Warning>,
+    pub target_platform: Platform,
+}
+
+pub(super) fn at(instr: &Instruction, message: impl Into<String>) -> LowerError {
+    LowerError::At {
+        message: message.into(),
+        line: instr.line,
+        column: instr.column,
+    }
+}
+
+impl<'a> Lowering<'a> {
+    pub fn run(
+        dockerfile: &'a Dockerfile,
+        options: &'a LowerOptions,
+        bases: &'a dyn BaseImages,
+    ) -> Result<BuildGraph, LowerError> {
+        let stages = parse_stages(dockerfile)?;
+        if stages.stages.is_empty() {
+            let line = dockerfile.children.last().map_or(0, |n| n.end_line);
+            let message =
+                "the Dockerfile has no FROM: a build needs at least one stage".to_string();
+            return Err(LowerError::At {
+                message,
+                line,
+                column: 0,
+            });
+        }
+        let mut warnings = lint::check_stages(&stages);
+        let target_platform = options
+            .target_platform
+            .clone()
+            .unwrap_or(options.build_platform.clone());
+        let mut lowering = Lowering {
+            stages,
+            options,
+            bases,
+            lexer: Lexer::new(dockerfile.escape),
+            graph: StableDiGraph::new(),
+            by_digest: HashMap::new(),
+            meta: Scope::default(),
+            visits: BTreeMap::new(),
+            lowered: BTreeMap::new(),
+            warnings: Vec::new(),
+            target_platform,
+        };
+        lowering.meta = lowering.meta_scope()?;
+        let target = lowering.target_index()?;
+        lowering.lower_stage(target, None)?;
+        warnings.append(&mut lowering.warnings);
+        warnings.sort_by_key(|w| w.line);
+        warnings.dedup();
+        lint::apply_skips(dockerfile, &mut warnings);
+        Ok(BuildGraph {
+            graph: lowering.graph,
+            stages: lowering.lowered,
+            target,
+            warnings,
+        })
+    }
+
+    /// The predefined platform ARGs.
+    fn platform_args(&self) -> Vec<(String, String)> {
+        let mut args = self.target_platform.args("TARGET");
+        args.extend(self.options.build_platform.args("BUILD"));
+        args
+    }
+
+    /// Global ARGs: a `--build-arg` overrides the default; defaults see earlier globals.
+    fn meta_scope(&mut self) -> Result<Scope, LowerError> {
+        let mut scope = Scope::default();
+        for (k, v) in self.platform_args() {
+            scope.set(&k, Some(v));
+        }
+        for meta in self.stages.meta_args.clone() {
+            let name = &meta.arg.name;
+            let value = match (self.options.build_args.get(name), &meta.arg.default) {
+                (Some(v), _) => Some(v.clone()),
+                (None, Some(default)) => {
+                    let word =
+                        self.lexer
+                            .process_word(default, &scope)
+                            .map_err(|e| LowerError::At {
+                                message: e.to_string(),
+                                line: meta.line,
+                                column: 0,
+                            })?;
+                    Some(word)
+                }
+                (None, None) => None,
+            };
+            scope.set(name, value);
+        }
+        Ok(scope)
+    }
+
+    fn target_index(&self) -> Result<usize, LowerError> {
+        let Some(target) = &self.options.target else {
+            return Ok(self.stages.stages.len() - 1);
+        };
+        let wanted = target.to_lowercase();
+        self.stages
+            .stages
+            .iter()
+            .position(|s| s.from.name.as_deref() == Some(wanted.as_str()))
+            .ok_or_else(|| {
+                let names: Vec<&str> = self
+                    .stages
+                    .stages
+                    .iter()
+                    .filter_map(|s| s.from.name.as_deref())
+                    .collect();
+                LowerError::At {
+                    message: format!(
+                        "target stage {target:?} could not be found (stages: {})",
+                        if names.is_empty() {
+                            "none named".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                    line: 0,
+                    column: 0,
+                }
+            })
+    }
+
+    /// Finds a stage by name (case-insensitive) or index, for `COPY --from` and mounts.
+    pub fn find_stage(&self, reference: &str, allow_index: bool) -> Option<usize> {
+        let lower = reference.to_lowercase();
+        if let Some(i) = self
+            .stages
+            .stages
+            .iter()
+            .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
+        {
+            return Some(i);
+        }
+        if allow_index {
+            if let Ok(i) = reference.parse::<usize>() {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Lowers stage `index` (once), after the stages it needs. `from` is the instruction that
+    /// asked for it, to locate cycle errors.
+    pub fn lower_stage(
+        &mut self,
+        index: usize,
+        from: Option<&Instruction>,
+    ) -> Result<(), LowerError> {
+        match self.visits.get(&index) {
+            Some(Visit::Done) => return Ok(()),
+            Some(Visit::InProgress) => {
+                let stage = &self.stages.stages[index];
+                let name = stage.from.name.clone().unwrap_or_else(|| index.to_string());
+                let instr = from.unwrap_or(&stage.from_instruction);
+                return Err(at(
+                    instr,
+                    format!("circular dependency detected on stage: {name}"),
+                ));
+            }
+            None => {}
+        }
+        self.visits.insert(index, Visit::InProgress);
+        let stage = self.stages.stages[index].clone();
+        let mut state = self.start_stage(index, &stage)?;
+        self.run_onbuild_triggers(&mut state, &stage)?;
+        for instr in &stage.instructions {
+            state.step += 1;
+            self.lower_instruction(&mut state, instr)?;
+        }
+        self.visits.insert(index, Visit::Done);
+        self.lowered.insert(
+            index,
+            StageNode {
+                index,
+                name: stage.from.name.clone(),
+                base: state.base,
+                platform: state.platform,
+                config: state.config,
+                head: state.head,
+                vertices: state.vertices,
+                line: stage.from_instruction.line,
+            },
+        );
+        Ok(())
+    }
+
+    /// FROM's image and platform, expanded with the global ARGs.
+    fn expand_from(&mut self, stage: &Stage) -> Result<(String, Option<String>), LowerError> {
+        let instr = &stage.from_instruction;
+        let mut expand = |word: &str| -> Result<String, LowerError> {
+            let exp = self
+                .lexer
+                .process_word_with_matches(word, &self.meta)
+                .map_err(|e| at(instr, e.to_string()))?;
+            for name in exp.unmatched {
+                if !self.meta.declared(&name) {
+                    self.warnings.push(Warning::new(
+                        "UndefinedArgInFrom",
+                        instr.line,
+                        format!("FROM argument '{name}' is not declared"),
+                    ));
+                }
+            }
+            Ok(exp.result)
+        };
+        let image = expand(&stage.from.image)?;
+        let platform = stage
+            .from
+            .platform
+            .as_deref()
+            .map(&mut expand)
+            .transpose()?;
+        if image.is_empty() {
+            return Err(at(
+                instr,
+                format!("base name ({}) should not be blank", stage.from.image),
+            ));
+        }
+        Ok((image, platform))
+    }
+
+    fn start_stage(&mut self, index: usize, stage: &Stage) -> Result<StageState, LowerError> {
+        let (image, platform_text) = self.expand_from(stage)?;
+        let instr = &stage.from_instruction;
+        let platform = match platform_text {
+            Some(p) => Platform::parse(&p).map_err(|e| at(instr, e.to_string()))?,
+            None => self.target_platform.clone(),
+        };
+        let earlier = self.find_stage(&image, false).filter(|i| *i < index);
+        let (head, mut config, vertices, platform) = match earlier {
+            Some(parent) => {
+                self.lower_stage(parent, Some(instr))?;
+                let p = &self.lowered[&parent];
+                (p.head, p.config.clone(), Vec::new(), p.platform.clone())
+            }
+            None if image.eq_ignore_ascii_case("scratch") => {
+                let v = self.add_vertex(
+                    Op::Scratch,
+                    &[],
+                    format!("[{}] FROM scratch", label(stage, index)),
+                );
+                (v, ImageConfig::default(), vec![v], platform)
+            }
+            None => {
+                let op = Op::Image {
+                    reference: image.clone(),
+                    platform: platform.clone(),
+                };
+                let v = self.add_vertex(op, &[], format!("[{}] FROM {image}", label(stage, index)));
+                let config = self.bases.config(&image, &platform).unwrap_or_default();
+                (v, config, vec![v], platform)
+            }
+        };
+        if config.env_get("PATH").is_none() {
+            config.env_set("PATH", DEFAULT_PATH);
+        }
+        Ok(StageState {
+            index,
+            base: image,
+            label: label(stage, index),
+            config,
+            scope: Scope::default(),
+            head,
+            platform,
+            vertices,
+            cmd_set: false,
+            step: 0,
+            steps: stage.instructions.len(),
+        })
+    }
+
+    /// A base image's ONBUILD triggers run first in the stage built on it, then are cleared.
+    fn run_onbuild_triggers(
+        &mut self,
+        state: &mut StageState,
+        stage: &Stage,
+    ) -> Result<(), LowerError> {
+        let triggers = std::mem::take(&mut state.config.on_build);
+        let instr = &stage.from_instruction;
+        for trigger in triggers {
+            let parsed = crate::parser::parse(trigger.as_bytes()).map_err(|e| {
+                at(
+                    instr,
+                    format!("ONBUILD trigger {trigger:?} of the base image: {e}"),
+                )
+            })?;
+            for node in &parsed.children {
+                let mut typed = crate::instructions::parse_instruction(node).map_err(|e| {
+                    at(
+                        instr,
+                        format!("ONBUILD trigger {trigger:?} of the base image: {e}"),
+                    )
+                })?;
+                (typed.line, typed.end_line, typed.column) =
+                    (instr.line, instr.end_line, instr.column);
+                self.lower_instruction(state, &typed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a vertex, or returns the identical one already in the graph.
+    pub fn add_vertex(&mut self, op: Op, inputs: &[(Edge, NodeIndex)], name: String) -> NodeIndex {
+        let digests: Vec<(&Edge, String)> = inputs
+            .iter()
+            .map(|(e, n)| (e, self.graph[*n].digest.clone()))
+            .collect();
+        let refs: Vec<(&Edge, &str)> = digests.iter().map(|(e, d)| (*e, d.as_str())).collect();
+        let digest = vertex_digest(&op, &refs);
+        if let Some(existing) = self.by_digest.get(&digest) {
+            return *existing;
+        }
+        let node = self.graph.add_node(Vertex {
+            op,
+            digest: digest.clone(),
+            name,
+        });
+        for (edge, input) in inputs {
+            self.graph.add_edge(*input, node, edge.clone());
+        }
+        self.by_digest.insert(digest, node);
+        node
+    }
+
+    /// Expands one word in the stage's scope, noting variables that are not defined.
+    pub fn expand(
+        &mut self,
+        state: &StageState,
+        instr: &Instruction,
+        word: &str,
+    ) -> Result<String, LowerError> {
+        let lookup = Lookup {
+            config: &state.config,
+            scope: &state.scope,
+        };
+        let exp = self
+            .lexer
+            .process_word_with_matches(word, &lookup)
+            .map_err(|e| at(instr, e.to_string()))?;
+        self.note_undefined(state, instr, exp.unmatched);
+        Ok(exp.result)
+    }
+
+    /// Expands and splits into words (EXPOSE).
+    pub fn expand_words(
+        &mut self,
+        state: &StageState,
+        instr: &Instruction,
+        word: &str,
+    ) -> Result<Vec<String>, LowerError> {
+        let lookup = Lookup {
+            config: &state.config,
+            scope: &state.scope,
+        };
+        self.lexer
+            .process_words(word, &lookup)
+            .map_err(|e| at(instr, e.to_string()))
+    }
+
+    fn note_undefined(
+        &mut self,
+        state: &StageState,
+        instr: &Instruction,
+        names: impl IntoIterator<Item = String>,
+    ) {
+        for name in names {
+            let known = state.scope.declared(&name) || PROXY_ARGS.contains(&name.as_str());
+            if !known {
+                self.warnings.push(Warning::new(
+                    "UndefinedVar",
+                    instr.line,
+                    format!("Usage of undefined variable '${name}'"),
+                ));
+            }
+        }
+    }
+
+    /// `[build 2/5] RUN make` for progress output.
+    pub fn step_name(&self, state: &StageState, instr: &Instruction) -> String {
+        let text = instr.original.trim();
+        format!("[{} {}/{}] {}", state.label, state.step, state.steps, text)
+    }
+
+    /// Values for the RUN environment: image env, then ARGs in scope that ENV does not shadow.
+    pub fn run_env(&self, state: &StageState) -> (Vec<String>, Vec<String>) {
+        let mut env = state.config.env.clone();
+        let mut proxies = Vec::new();
+        for (k, v) in &state.scope.args {
+            let Some(v) = v else { continue };
+            if state.config.env_get(k).is_none() {
+                env.push(format!("{k}={v}"));
+            }
+        }
+        for proxy in PROXY_ARGS {
+            if let Some(v) = self.options.build_args.get(proxy) {
+                if !state.scope.declared(proxy) && state.config.env_get(proxy).is_none() {
+                    proxies.push(format!("{proxy}={v}"));
+                }
+            }
+        }
+        (env, proxies)
+    }
+
+    fn lower_instruction(
+        &mut self,
+        state: &mut StageState,
+        instr: &Instruction,
+    ) -> Result<(), LowerError> {
+        match &instr.command {
+            Command::From(_) => unreachable!("FROM opens a stage; it is never inside one"),
+            Command::Arg { args } => self.declare_args(state, instr, args),
+            Command::Env { pairs } => {
+                let expanded = self.expand_pairs(state, instr, pairs)?;
+                expanded
+                    .iter()
+                    .for_each(|(k, v)| state.config.env_set(k, v));
+                Ok(())
+            }
+            Command::Label { pairs } => {
+                let expanded = self.expand_pairs(state, instr, pairs)?;
+                state.config.labels.extend(expanded);
+                Ok(())
+            }
+            Command::Run(run) => self.lower_run(state, instr, run),
+            Command::Copy(copy) => self.lower_copy(state, instr, copy),
+            Command::Add(add) => self.lower_add(state, instr, add),
+            Command::Workdir { path } => self.lower_workdir(state, instr, path),
+            _ => self.apply_config(state, instr),
+        }
+    }
+
+    fn expand_pairs(
+        &mut self,
+        state: &StageState,
+        instr: &Instruction,
+        pairs: &[crate::instructions::KeyValue],
+    ) -> Result<Vec<(String, String)>, LowerError> {
+        // Every pair of one instruction sees the scope from before it (`ENV a=1 b=$a` gives
+        // b the old a), as Docker does.
+        pairs
+            .iter()
+            .map(|p| {
+                Ok((
+                    self.expand(state, instr, &p.key)?,
+                    self.expand(state, instr, &p.value)?,
+                ))
+            })
+            .collect()
+    }
+
+    fn declare_args(
+        &mut self,
+        state: &mut StageState,
+        instr: &Instruction,
+        args: &[crate::instructions::ArgDecl],
+    ) -> Result<(), LowerError> {
+        let predefined = self.platform_args();
+        for arg in args {
+            let value = match (self.options.build_args.get(&arg.name), &arg.default) {
+                (Some(v), _) => Some(v.clone()),
+                (None, Some(default)) => Some(self.expand(state, instr, default)?),
+                (None, None) => self.meta.get(&arg.name).map(str::to_string).or_else(|| {
+                    predefined
+                        .iter()
+                        .find(|(k, _)| *k == arg.name)
+                        .map(|(_, v)| v.clone())
+                }),
+            };
+            state.scope.set(&arg.name, value);
+        }
+        Ok(())
+    }
+
+    fn apply_config(
+        &mut self,
+        state: &mut StageState,
+        instr: &Instruction,
+    ) -> Result<(), LowerError> {
+        let shell = state.config.shell_or_default();
+        let command_line = |c: &crate::instructions::CommandLine| {
+            if c.shell_form {
+                let mut argv = shell.clone();
+                argv.extend(c.args.iter().cloned());
+                argv
+            } else {
+                c.args.clone()
+            }
+        };
+        match &instr.command {
+            Command::Cmd(c) => {
+                state.config.cmd = Some(command_line(c));
+                state.cmd_set = true;
+            }
+            Command::Entrypoint(c) => {
+                state.config.entrypoint = Some(command_line(c));
+                // A new ENTRYPOINT drops a CMD inherited from the base, as BuildKit does.
+                if !state.cmd_set {
+                    state.config.cmd = None;
+                }
+            }
+            Command::Expose { ports } => self.lower_expose(state, instr, ports)?,
+            Command::Volume { paths } => {
+                for p in paths {
+                    let path = self.expand(state, instr, p)?;
+                    state.config.volumes.insert(path, Default::default());
+                }
+            }
+            Command::User { user } => state.config.user = self.expand(state, instr, user)?,
+            Command::Stopsignal { signal } => {
+                let signal = self.expand(state, instr, signal)?;
+                super::values::check_signal(&signal).map_err(|m| at(instr, m))?;
+                state.config.stop_signal = signal;
+            }
+            Command::Healthcheck(h) => {
+                state.config.healthcheck = Some(HealthConfig {
+                    test: h.test.clone(),
+                    interval: h.interval.unwrap_or(0),
+                    timeout: h.timeout.unwrap_or(0),
+                    start_period: h.start_period.unwrap_or(0),
+                    start_interval: h.start_interval.unwrap_or(0),
+                    retries: h.retries.unwrap_or(0),
+                })
+            }
+            Command::Shell { shell } => state.config.shell = Some(shell.clone()),
+            Command::Onbuild { expression } => state.config.on_build.push(expression.clone()),
+            Command::Maintainer { name } => state.config.author = name.clone(),
+            _ => unreachable!("filesystem instructions are lowered elsewhere"),
+        }
+        Ok(())
+    }
+
+    fn lower_expose(
+        &mut self,
+        state: &mut StageState,
+        instr: &Instruction,
+        ports: &[String],
+    ) -> Result<(), LowerError> {
+        for word in ports {
+            for spec in self.expand_words(state, instr, word)? {
+                for port in super::values::parse_port_spec(&spec).map_err(|m| at(instr, m))? {
+                    state.config.exposed_ports.insert(port, Default::default());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn label(stage: &Stage, index: usize) -> String {
+    stage
+        .from
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("stage-{index}"))
+}

@@ -1,0 +1,355 @@
+//! The instructions that change the filesystem: RUN, COPY, ADD and WORKDIR.
+
+use petgraph::stable_graph::NodeIndex;
+
+use super::{at, Lowering, StageState};
+use crate::graph::op::{AddAction, CopyAction, Edge, ExecMount, ExecOp, FileOp, Op};
+use crate::graph::values::{check_chmod, resolve_in};
+use crate::graph::LowerError;
+use crate::instructions::{
+    Add, Copy, CopySpec, Instruction, Mount, NetworkMode, Run, SecurityMode,
+};
+use crate::parser::Heredoc;
+
+impl Lowering<'_> {
+    /// What `--from=` (or a mount's `from=`) names: another stage's result, or an image.
+    fn source_of(
+        &mut self,
+        state: &StageState,
+        instr: &Instruction,
+        from: &str,
+    ) -> Result<NodeIndex, LowerError> {
+        if let Some(index) = self.find_stage(from, true) {
+            if index >= self.stages.stages.len() {
+                return Err(at(
+                    instr,
+                    format!("invalid from flag value {from}: index out of bounds"),
+                ));
+            }
+            if index == state.index {
+                let name = self.stages.stages[index]
+                    .from
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| from.to_string());
+                return Err(at(
+                    instr,
+                    format!("circular dependency detected on stage: {name}"),
+                ));
+            }
+            self.lower_stage(index, Some(instr))?;
+            return Ok(self.lowered[&index].head);
+        }
+        let op = Op::Image {
+            reference: from.to_string(),
+            platform: state.platform.clone(),
+        };
+        Ok(self.add_vertex(op, &[], format!("[{}] FROM {from}", state.label)))
+    }
+
+    pub(super) fn lower_run(
+        &mut self,
+        state: &mut StageState,
+        instr: &Instruction,
+        run: &Run,
+    ) -> Result<(), LowerError> {
+        let args = if run.command.shell_form {
+            let mut argv = state.config.shell_or_default();
+            argv.push(shell_script(
+                run.command.args.first().map_or("", String::as_str),
+                &run.heredocs,
+            ));
+            argv
+        } else {
+            run.command.args.clone()
+        };
+        let mut inputs = vec![(Edge::Rootfs, state.head)];
+        let mut mounts = Vec::new();
+        for m in &run.mounts {
+            let mount = self.expand_mount(state, instr, m)?;
+            if let Some(from) = &mount.from {
+                let source = self.source_of(state, instr, from)?;
+                inputs.push((
+                    Edge::Mount {
+                        target: mount.target.clone(),
+                    },
+                    source,
+                ));
+            }
+            mounts.push(mount);
+        }
+        let (env, _proxies) = self.run_env(state);
+        let op = Op::Exec(ExecOp {
+            args,
+            env,
+            cwd: if state.config.working_dir.is_empty() {
+                "/".into()
+            } else {
+                state.config.working_dir.clone()
+            },
+            user: state.config.user.clone(),
+            mounts,
+            network: run.network.unwrap_or(NetworkMode::Default),
+            security: run.security.unwrap_or(SecurityMode::Sandbox),
+            platform: state.platform.clone(),
+            heredocs: run.heredocs.clone(),
+        });
+        self.push_step(state, instr, op, inputs);
+        Ok(())
+    }
+
+    fn expand_mount(
+        &mut self,
+        state: &StageState,
+        instr: &Instruction,
+        m: &Mount,
+    ) -> Result<ExecMount, LowerError> {
+        let mut opt = |v: &Option<String>| {
+            v.as_deref()
+                .map(|s| self.expand(state, instr, s))
+                .transpose()
+        };
+        let target = opt(&m.target)?;
+        let source = opt(&m.source)?;
+        let id = opt(&m.id)?;
+        let env = opt(&m.env)?;
+        // Secrets and SSH sockets get BuildKit's default places when no target is given.
+        let target = match (target, m.kind) {
+            (Some(t), _) => resolve_in(&state.config.working_dir, &t),
+            (None, crate::instructions::MountType::Secret) if env.is_none() => {
+                format!(
+                    "/run/secrets/{}",
+                    id.as_deref().or(source.as_deref()).unwrap_or_default()
+                )
+            }
+            (None, crate::instructions::MountType::Ssh) => "/run/buildkit/ssh_agent.0".into(),
+            (None, _) => String::new(),
+        };
+        Ok(ExecMount {
+            kind: m.kind,
+            target,
+            source,
+            from: m.from.clone(),
+            read_only: m.read_only,
+            id,
+            sharing: m.sharing,
+            required: m.required,
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            size: m.size,
+            env,
+        })
+    }
+
+    fn copy_action(
+        &mut self,
+        state: &StageState,
+        instr: &Instruction,
+        spec: &CopySpec,
+        from: Option<String>,
+        parents: bool,
+    ) -> Result<CopyAction, LowerError> {
+        let sources = spec
+            .sources
+            .iter()
+            .map(|s| self.expand(state, instr, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let dest = self.expand(state, instr, &spec.dest)?;
+        let mut opt = |v: &Option<String>| {
+            v.as_deref()
+                .map(|s| self.expand(state, instr, s))
+                .transpose()
+        };
+        let chown = opt(&spec.chown)?;
+        let chmod = opt(&spec.chmod)?;
+        if let Some(mode) = &chmod {
+            check_chmod(mode).map_err(|m| at(instr, m))?;
+        }
+        let exclude = spec
+            .exclude
+            .iter()
+            .map(|s| self.expand(state, instr, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let several =
+            sources.len() + spec.heredocs.len() > 1 || sources.iter().any(|s| has_wildcard(s));
+        if several && !dest.ends_with('/') {
+            let kw = instr.keyword.to_ascii_uppercase();
+            return Err(at(instr, format!("When using {kw} with more than one source file, the destination must be a directory and end with a /")));
+        }
+        Ok(CopyAction {
+            sources,
+            dest: resolve_in(&state.config.working_dir, &dest),
+            chown,
+            chmod,
+            link: spec.link,
+            parents,
+            exclude,
+            from,
+            user: state.config.user.clone(),
+            heredocs: spec.heredocs.clone(),
+        })
+    }
+
+    /// The vertex a COPY/ADD reads from: `--from`, or the context paths it selects.
+    fn copy_source(
+        &mut self,
+        state: &StageState,
+        instr: &Instruction,
+        action: &CopyAction,
+        is_add: bool,
+    ) -> Result<Option<NodeIndex>, LowerError> {
+        if let Some(from) = &action.from {
+            return self.source_of(state, instr, from).map(Some);
+        }
+        let include: Vec<String> = action
+            .sources
+            .iter()
+            .filter(|s| !(is_add && is_remote(s)))
+            .cloned()
+            .collect();
+        if include.is_empty() {
+            return Ok(None);
+        }
+        let op = Op::Context {
+            name: "context".into(),
+            include,
+            exclude: action.exclude.clone(),
+        };
+        Ok(Some(self.add_vertex(
+            op,
+            &[],
+            format!("[{}] load build context", state.label),
+        )))
+    }
+
+    pub(super) fn lower_copy(
+        &mut self,
+        state: &mut StageState,
+        instr: &Instruction,
+        copy: &Copy,
+    ) -> Result<(), LowerError> {
+        let from = copy
+            .from
+            .as_deref()
+            .map(|f| self.expand(state, instr, f))
+            .transpose()?;
+        let action = self.copy_action(state, instr, &copy.spec, from, copy.parents)?;
+        let mut inputs = vec![(Edge::Rootfs, state.head)];
+        if let Some(source) = self.copy_source(state, instr, &action, false)? {
+            inputs.push((Edge::Source, source));
+        }
+        self.push_step(state, instr, Op::File(FileOp::Copy(action)), inputs);
+        Ok(())
+    }
+
+    pub(super) fn lower_add(
+        &mut self,
+        state: &mut StageState,
+        instr: &Instruction,
+        add: &Add,
+    ) -> Result<(), LowerError> {
+        let copy = self.copy_action(state, instr, &add.spec, None, false)?;
+        let checksum = add
+            .checksum
+            .as_deref()
+            .map(|c| self.expand(state, instr, c))
+            .transpose()?;
+        if checksum.is_some() && !copy.sources.iter().all(|s| is_remote(s)) {
+            return Err(at(
+                instr,
+                "checksum can't be specified for non-HTTP(S) sources",
+            ));
+        }
+        let mut inputs = vec![(Edge::Rootfs, state.head)];
+        if let Some(source) = self.copy_source(state, instr, &copy, true)? {
+            inputs.push((Edge::Source, source));
+        }
+        let action = AddAction {
+            copy,
+            checksum,
+            keep_git_dir: add.keep_git_dir,
+            unpack: add.unpack,
+        };
+        self.push_step(state, instr, Op::File(FileOp::Add(action)), inputs);
+        Ok(())
+    }
+
+    pub(super) fn lower_workdir(
+        &mut self,
+        state: &mut StageState,
+        instr: &Instruction,
+        path: &str,
+    ) -> Result<(), LowerError> {
+        let path = self.expand(state, instr, path)?;
+        let resolved = resolve_in(&state.config.working_dir, &path);
+        let resolved = if resolved.len() > 1 {
+            resolved.trim_end_matches('/').to_string()
+        } else {
+            resolved
+        };
+        state.config.working_dir = resolved.clone();
+        let op = Op::File(FileOp::Mkdir {
+            path: resolved,
+            user: state.config.user.clone(),
+        });
+        let inputs = vec![(Edge::Rootfs, state.head)];
+        self.push_step(state, instr, op, inputs);
+        Ok(())
+    }
+
+    fn push_step(
+        &mut self,
+        state: &mut StageState,
+        instr: &Instruction,
+        op: Op,
+        inputs: Vec<(Edge, NodeIndex)>,
+    ) {
+        let name = self.step_name(state, instr);
+        let v = self.add_vertex(op, &inputs, name);
+        state.head = v;
+        state.vertices.push(v);
+    }
+}
+
+/// A shell-form command with heredocs: the bodies follow the command line, each closed by
+/// its delimiter, so the shell reads them as it would in a script. A command that is only a
+/// heredoc (`RUN <<EOF`) runs the body itself.
+fn shell_script(command: &str, heredocs: &[Heredoc]) -> String {
+    if let [doc] = heredocs {
+        let only = command
+            .trim()
+            .trim_start_matches(|c: char| c.is_ascii_digit());
+        if only.starts_with("<<") && !only.contains(char::is_whitespace) || is_lone_heredoc(command)
+        {
+            return if doc.chomp {
+                crate::parser::chomp_heredoc_content(&doc.content)
+            } else {
+                doc.content.clone()
+            };
+        }
+    }
+    let mut script = command.to_string();
+    for doc in heredocs {
+        script.push('\n');
+        script.push_str(&doc.content);
+        script.push_str(&doc.name);
+    }
+    script
+}
+
+fn is_lone_heredoc(command: &str) -> bool {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    matches!(words.as_slice(), ["<<" | "<<-", _])
+}
+
+fn has_wildcard(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+fn is_remote(s: &str) -> bool {
+    s.starts_with("http://")
+        || s.starts_with("https://")
+        || s.starts_with("git@")
+        || s.ends_with(".git") && s.contains("://")
+}
