@@ -4,6 +4,7 @@
 //!
 //! This crate touches nothing beyond the bytes it is handed: no filesystem, no network.
 
+pub mod diagnostic;
 pub mod dockerignore;
 pub mod graph;
 pub mod instructions;

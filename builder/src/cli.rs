@@ -1,0 +1,339 @@
+//! The command line, as `docker buildx build` users expect it: `rbuild [build] [OPTIONS] PATH`,
+//! plus `rbuild debug …` for looking inside the frontend.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rbuild",
+    version,
+    about = "Build OCI images from Dockerfiles, without a daemon",
+    arg_required_else_help = true,
+    after_help = "`rbuild [OPTIONS] PATH` is short for `rbuild build [OPTIONS] PATH`; \
+                  see `rbuild build --help` for the build options."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a Dockerfile and a context directory (the default command).
+    Build(Box<BuildArgs>),
+    /// Look inside the frontend: the parsed Dockerfile, the build graph.
+    #[command(subcommand)]
+    Debug(DebugCommand),
+}
+
+/// The words that name a subcommand (or ask clap for help); anything else in first position
+/// means `build`.
+const SUBCOMMANDS: [&str; 7] = ["build", "debug", "help", "-h", "--help", "-V", "--version"];
+
+impl Cli {
+    /// Parses the process arguments, reading `rbuild ARGS…` as `rbuild build ARGS…` unless the
+    /// first argument names a subcommand. Exits (code 2) on usage errors, as clap does.
+    pub fn parse_args() -> Cli {
+        Cli::parse_from(with_default_subcommand(std::env::args_os().collect()))
+    }
+}
+
+/// Inserts `build` after the program name unless the first argument is a subcommand (or a
+/// request for help or the version). `rbuild` alone stays as it is, so clap prints the help.
+pub fn with_default_subcommand(mut args: Vec<OsString>) -> Vec<OsString> {
+    let explicit = match args.get(1) {
+        None => true,
+        Some(first) => SUBCOMMANDS.iter().any(|s| first == s),
+    };
+    if !explicit {
+        args.insert(1, OsString::from("build"));
+    }
+    args
+}
+
+/// `docker buildx build`'s flags (DESIGN.md, "User-facing conventions").
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Build context directory, or `-` to read the Dockerfile from stdin with no context.
+    #[arg(value_name = "PATH")]
+    pub context: String,
+
+    /// Name of the Dockerfile (default: PATH/Dockerfile); `-` reads it from stdin.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<String>,
+
+    /// Name and optionally a tag (`name:tag`) for the image; repeatable.
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
+
+    /// Set a build-time variable (`KEY=VALUE`, or `KEY` to take it from the environment).
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]", value_parser = parse_build_arg)]
+    pub build_args: Vec<BuildArg>,
+
+    /// Set the target build stage to build.
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+
+    /// Set target platform(s) for the build (`linux/amd64,linux/arm64`); repeatable.
+    #[arg(long = "platform", value_name = "PLATFORMS", value_delimiter = ',')]
+    pub platforms: Vec<String>,
+
+    /// Shorthand for `--output=type=registry`.
+    #[arg(long)]
+    pub push: bool,
+
+    /// Output destination (`type=local,dest=path`, `type=oci,dest=file.tar`, …); repeatable.
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+
+    /// External cache sources (`type=registry,ref=…`, `type=local,src=…`); repeatable.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+
+    /// Cache export destinations (`type=registry,ref=…,mode=max`, …); repeatable.
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+
+    /// Do not use cache when building the image.
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Always attempt to pull all referenced images.
+    #[arg(long)]
+    pub pull: bool,
+
+    /// Secret to expose to the build (`id=mysecret[,src=/local/secret]`); repeatable.
+    #[arg(long = "secret", value_name = "SPEC")]
+    pub secrets: Vec<String>,
+
+    /// SSH agent socket or keys to expose to the build (`default|<id>[=<socket>|<key>[,…]]`).
+    #[arg(long = "ssh", value_name = "SPEC")]
+    pub ssh: Vec<String>,
+
+    /// Set metadata for an image (`KEY=VALUE`); repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<KeyValue>,
+
+    /// Networking mode for the RUN instructions during build (`default`, `host`, `none`).
+    #[arg(long, value_name = "MODE", default_value = "default")]
+    pub network: String,
+
+    /// Type of progress output.
+    #[arg(long, value_enum, default_value_t = Progress::Auto, env = "BUILDKIT_PROGRESS")]
+    pub progress: Progress,
+
+    /// Write the image ID to a file.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+
+    /// Write build result metadata to a file.
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    Auto,
+    Tty,
+    Plain,
+    Rawjson,
+    Quiet,
+}
+
+/// One `KEY=VALUE` pair from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+/// One `--build-arg`: `value` is `None` for a bare `KEY` that is not set in the environment,
+/// which buildx drops without a word (so scripts may pass optional variables through).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildArg {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+/// `KEY=VALUE`, or `KEY` alone to take the value from the environment, as buildx does.
+fn parse_build_arg(text: &str) -> Result<BuildArg, String> {
+    let (key, value) = match text.split_once('=') {
+        Some((key, value)) => (key, Some(value.to_string())),
+        None => (text, std::env::var(text).ok()),
+    };
+    if key.is_empty() {
+        return Err("the key before `=` is empty".to_string());
+    }
+    Ok(BuildArg {
+        key: key.to_string(),
+        value,
+    })
+}
+
+/// `KEY=VALUE`, or `KEY` alone for an empty value, as buildx does for labels.
+fn parse_label(text: &str) -> Result<KeyValue, String> {
+    let (key, value) = text.split_once('=').unwrap_or((text, ""));
+    key_value(key, value)
+}
+
+fn key_value(key: &str, value: &str) -> Result<KeyValue, String> {
+    if key.is_empty() {
+        return Err("the key before `=` is empty".to_string());
+    }
+    Ok(KeyValue {
+        key: key.to_string(),
+        value: value.to_string(),
+    })
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DebugCommand {
+    /// Print the parsed Dockerfile as BuildKit's AST dump.
+    Ast(DebugAstArgs),
+    /// Print the build graph the Dockerfile lowers to.
+    Graph(DebugGraphArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DebugAstArgs {
+    /// The Dockerfile to read; `-` reads stdin.
+    #[arg(short = 'f', long = "file", value_name = "FILE", default_value = DEFAULT_DOCKERFILE)]
+    pub file: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DebugGraphArgs {
+    /// The Dockerfile to read; `-` reads stdin.
+    #[arg(short = 'f', long = "file", value_name = "FILE", default_value = DEFAULT_DOCKERFILE)]
+    pub file: String,
+
+    /// Keep only what this stage needs.
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+
+    /// Set a build-time variable (`KEY=VALUE`, or `KEY` to take it from the environment).
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]", value_parser = parse_build_arg)]
+    pub build_args: Vec<BuildArg>,
+
+    /// The target platform (`linux/amd64`, …).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+}
+
+/// `debug` reads `./Dockerfile` when no `-f` is given.
+pub const DEFAULT_DOCKERFILE: &str = "Dockerfile";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let args = args.iter().map(OsString::from).collect();
+        Cli::try_parse_from(with_default_subcommand(args))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_path_alone_means_build() {
+        let cli = parse(&["rbuild", "-t", "app:1.0", "."]).unwrap();
+        let Command::Build(args) = cli.command else {
+            panic!("not a build: {cli:?}");
+        };
+        assert_eq!(args.context, ".");
+        assert_eq!(args.tags, ["app:1.0"]);
+    }
+
+    #[test]
+    fn subcommands_are_not_taken_for_paths() {
+        let cli = parse(&["rbuild", "debug", "ast", "-f", "x"]).unwrap();
+        assert!(matches!(cli.command, Command::Debug(DebugCommand::Ast(a)) if a.file == "x"));
+        let cli = parse(&["rbuild", "build", "ctx"]).unwrap();
+        assert!(matches!(cli.command, Command::Build(a) if a.context == "ctx"));
+    }
+
+    #[test]
+    fn buildx_flags_parse() {
+        let cli = parse(&[
+            "rbuild",
+            "--platform=linux/amd64,linux/arm64",
+            "--platform",
+            "linux/riscv64",
+            "--build-arg",
+            "A=1=2",
+            "--label",
+            "l",
+            "--progress=plain",
+            "-o",
+            "type=local,dest=out",
+            "--push",
+            "--no-cache",
+            "--pull",
+            "--network=none",
+            "--cache-from",
+            "type=local,src=c",
+            "--cache-to",
+            "type=local,dest=c",
+            "--secret",
+            "id=s",
+            "--ssh",
+            "default",
+            "--iidfile",
+            "iid",
+            "--metadata-file",
+            "meta.json",
+            "--target",
+            "final",
+            "ctx",
+        ])
+        .unwrap();
+        let Command::Build(args) = cli.command else {
+            panic!("not a build");
+        };
+        assert_eq!(
+            args.platforms,
+            ["linux/amd64", "linux/arm64", "linux/riscv64"]
+        );
+        assert_eq!(args.build_args[0].key, "A");
+        assert_eq!(args.build_args[0].value.as_deref(), Some("1=2"));
+        assert_eq!(args.labels[0].value, "");
+        assert_eq!(args.progress, Progress::Plain);
+        assert_eq!(args.network, "none");
+        assert_eq!(args.target.as_deref(), Some("final"));
+        assert!(args.push && args.no_cache && args.pull);
+    }
+
+    #[test]
+    fn a_build_arg_without_value_comes_from_the_environment() {
+        // PATH is set in every environment cargo runs tests in.
+        let cli = parse(&[
+            "rbuild",
+            "--build-arg",
+            "PATH",
+            "--build-arg",
+            "RBUILD_SURELY_UNSET_VAR",
+            ".",
+        ])
+        .unwrap();
+        let Command::Build(args) = cli.command else {
+            panic!("not a build");
+        };
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(args.build_args[0].value.as_deref(), Some(path.as_str()));
+        assert_eq!(args.build_args[1].key, "RBUILD_SURELY_UNSET_VAR");
+        assert_eq!(args.build_args[1].value, None);
+        assert!(parse(&["rbuild", "--build-arg", "=v", "."]).is_err());
+    }
+
+    #[test]
+    fn unknown_progress_modes_are_rejected() {
+        assert!(parse(&["rbuild", "--progress=fancy", "."]).is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! `rbuild build` and its shorthand `rbuild PATH`.
+
+use crate::util::{fixture, rbuild, run};
+
+#[test]
+fn build_of_a_good_file_reports_it_is_not_implemented() {
+    let out = run(rbuild(&fixture("ok")).args(["build", "-t", "app:1.0", "."]));
+    assert_eq!(out.code, 1);
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn the_build_subcommand_is_the_default() {
+    let explicit = run(rbuild(&fixture("ok")).args(["build", "-t", "app:1.0", "."]));
+    let implicit = run(rbuild(&fixture("ok")).args(["-t", "app:1.0", "."]));
+    assert_eq!(explicit.to_string(), implicit.to_string());
+    let bad = run(rbuild(&fixture("")).arg("nested-json"));
+    assert!(
+        bad.stderr.starts_with("nested-json/Dockerfile:2:1: "),
+        "{bad}"
+    );
+}
+
+#[test]
+fn build_of_a_missing_dockerfile_names_its_path() {
+    let out = run(rbuild(&fixture("")).args(["build", "-f", "sub/Dockerfile.missing", "ok"]));
+    assert_eq!(out.code, 1);
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn build_of_a_context_without_dockerfile_names_the_default_path() {
+    let out = run(rbuild(&fixture("")).arg("sub"));
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .starts_with("error: cannot read the Dockerfile \"sub/Dockerfile\": "),
+        "{out}"
+    );
+}
+
+#[test]
+fn build_of_a_missing_context_names_it() {
+    let out = run(rbuild(&fixture("")).arg("no-such-dir"));
+    assert_eq!(out.code, 1);
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn build_reports_located_errors_with_the_name_given_to_f() {
+    let out = run(rbuild(&fixture("")).args(["build", "-f", "tabs/Dockerfile", "ok"]));
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.starts_with("tabs/Dockerfile:2:1: "), "{out}");
+    let out = run(rbuild(&fixture("")).args(["-f", "sub/Dockerfile.dev", "ok"]));
+    assert!(out.stderr.contains("not implemented yet"), "{out}");
+}
+
+#[test]
+fn build_reads_the_dockerfile_from_stdin() {
+    let out = run(rbuild(&fixture(""))
+        .arg("-")
+        .write_stdin("FROM a\nCMD [\"x\", 1]\n"));
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.starts_with("<stdin>:2:1: "), "{out}");
+}
+
+#[test]
+fn every_buildx_flag_is_accepted() {
+    let out = run(rbuild(&fixture("ok")).args([
+        "build",
+        "-t",
+        "a:1",
+        "--tag=b:2",
+        "-f",
+        "Dockerfile",
+        "--build-arg",
+        "X=1",
+        "--target",
+        "build",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--push",
+        "-o",
+        "type=local,dest=out",
+        "--output=type=oci,dest=o.tar",
+        "--cache-from",
+        "type=local,src=c",
+        "--cache-to",
+        "type=local,dest=c",
+        "--no-cache",
+        "--pull",
+        "--secret",
+        "id=s,src=f",
+        "--ssh",
+        "default",
+        "--label",
+        "k=v",
+        "--network",
+        "host",
+        "--progress=rawjson",
+        "--iidfile",
+        "iid",
+        "--metadata-file",
+        "meta.json",
+        ".",
+    ]));
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("not implemented yet"), "{out}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = run(rbuild(&fixture("ok")).args(["build", "--progress=fancy", "."]));
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("fancy"), "{out}");
+    let out = run(rbuild(&fixture("ok")).args(["build"]));
+    assert_eq!(out.code, 2, "{out}");
+}
+
+#[test]
+fn a_closed_stdout_is_not_a_crash() {
+    // `rbuild debug ast | head -0`: the reader is gone before the dump is written.
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("rbuild"))
+        .current_dir(fixture("ok"))
+        .args(["debug", "ast"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

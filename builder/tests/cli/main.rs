@@ -1,0 +1,6 @@
+//! Integration tests of the `rbuild` binary: the real executable on fixtures under
+//! `testdata/cli/`, with insta snapshots of exit code, stdout and stderr.
+
+mod build;
+mod debug;
+mod util;

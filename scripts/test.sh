@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The whole check, locally and in CI (.ci/run execs this): install what the tests need, then
+# formatting, lints and the test suite. Prints every command before it runs it.
+#
+# Later issues add their system packages to SYSTEM_PACKAGES below (runc, docker-registry,
+# skopeo, umoci, qemu-user-static, …); need_pkg installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests use; empty while the suite needs nothing beyond Rust.
+SYSTEM_PACKAGES=()
+
+run() {
+    echo "+ $*" >&2
+    "$@"
+}
+
+APT_UPDATED=false
+
+# need_pkg PKG...: apt-get install the packages that are not installed yet.
+need_pkg() {
+    local missing=()
+    local pkg
+    for pkg in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+            missing+=("$pkg")
+        fi
+    done
+    if ((${#missing[@]} == 0)); then
+        return 0
+    fi
+    local sudo=()
+    if ((EUID != 0)); then
+        sudo=(sudo)
+    fi
+    if ! $APT_UPDATED; then
+        run "${sudo[@]}" apt-get update -qq
+        APT_UPDATED=true
+    fi
+    run "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# need_cmd CMD HINT: fail early, with a hint, when a tool is missing.
+need_cmd() {
+    if ! command -v "$1" >/dev/null 2>&1; then
+        echo "test.sh: '$1' not found; $2" >&2
+        exit 1
+    fi
+}
+
+need_cmd cargo "install Rust (rustup or Debian's cargo)"
+need_cmd rustfmt "install it with 'rustup component add rustfmt'"
+need_cmd cargo-clippy "install it with 'rustup component add clippy'"
+if ((${#SYSTEM_PACKAGES[@]} > 0)); then
+    need_pkg "${SYSTEM_PACKAGES[@]}"
+fi
+
+run cargo --version
+run cargo fmt --all --check
+run cargo clippy --workspace --all-targets -- -D warnings
+# --no-fail-fast: every suite runs and prints its `test result:` line, even after a failure.
+run cargo test --workspace --no-fail-fast
