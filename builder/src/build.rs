@@ -11,8 +11,12 @@ use crate::source::Source;
 pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
     let dockerfile_path = dockerfile_path(args)?;
     let source = Source::read(&dockerfile_path)?;
-    let _dockerfile = source.parse()?;
-    // typed instructions, lowering, solving and exporting plug in here.
+    let dockerfile = source.parse()?;
+    // One platform at a time until multi-platform builds arrive (issue #7).
+    let platform = args.platforms.first().map(String::as_str);
+    let options = crate::debug::lower_options(args.target.as_deref(), &args.build_args, platform)?;
+    let _graph = source.lower(&dockerfile, &options)?;
+    // solving and exporting plug in here.
     bail!(
         "building images is not implemented yet (the executor and exporters arrive with issues \
          #3 and #4)"

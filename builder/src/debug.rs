@@ -2,8 +2,9 @@
 
 use std::io::Write;
 
-use anyhow::bail;
-use rbuild_frontend::parser::Dockerfile;
+use anyhow::Context;
+use rbuild_frontend::graph::LowerOptions;
+use rbuild_frontend::platform::Platform;
 
 use crate::cli::{BuildArg, DebugAstArgs, DebugCommand, DebugGraphArgs};
 use crate::source::Source;
@@ -21,34 +22,39 @@ fn ast(args: &DebugAstArgs) -> anyhow::Result<()> {
 }
 
 fn graph(args: &DebugGraphArgs) -> anyhow::Result<()> {
-    let dockerfile = Source::read(&args.file)?.parse()?;
-    let options = GraphOptions {
-        target: args.target.as_deref(),
-        build_args: &args.build_args,
-        platform: args.platform.as_deref(),
-    };
-    let text = debug_graph(&dockerfile, &options)?;
+    let source = Source::read(&args.file)?;
+    let dockerfile = source.parse()?;
+    let options = lower_options(
+        args.target.as_deref(),
+        &args.build_args,
+        args.platform.as_deref(),
+    )?;
+    let graph = source.lower(&dockerfile, &options)?;
+    let mut text = serde_json::to_string_pretty(&graph.to_json())?;
+    text.push('\n');
     print_stdout(&text)
 }
 
-/// What `debug graph` lowers with.
-pub struct GraphOptions<'a> {
-    pub target: Option<&'a str>,
-    /// `value: None` = a bare `KEY` not set in the environment (buildx drops those).
-    pub build_args: &'a [BuildArg],
-    pub platform: Option<&'a str>,
-}
-
-/// Lowers the parsed Dockerfile to a build graph and returns its text dump.
-// lowering: wire to the graph module's lowering API here.
-fn debug_graph(dockerfile: &Dockerfile, options: &GraphOptions) -> anyhow::Result<String> {
-    let _ = (
-        dockerfile,
-        options.target,
-        options.build_args,
-        options.platform,
-    );
-    bail!("debug graph is not available yet")
+/// `--target`, `--build-arg` and `--platform` as the frontend takes them. A bare `KEY`
+/// not set in the environment is dropped, as buildx drops it.
+pub fn lower_options(
+    target: Option<&str>,
+    build_args: &[BuildArg],
+    platform: Option<&str>,
+) -> anyhow::Result<LowerOptions> {
+    let target_platform = platform
+        .map(Platform::parse)
+        .transpose()
+        .context("--platform")?;
+    Ok(LowerOptions {
+        target: target.map(str::to_string),
+        build_args: build_args
+            .iter()
+            .filter_map(|a| Some((a.key.clone(), a.value.clone()?)))
+            .collect(),
+        target_platform,
+        ..LowerOptions::default()
+    })
 }
 
 /// Writes to stdout; a reader that went away (`rbuild debug ast | head -1`) is not an error.

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use rbuild_frontend::diagnostic;
+use rbuild_frontend::graph::{self, BuildGraph, LowerOptions, NoBaseImages};
 use rbuild_frontend::parser::{self, Dockerfile};
 
 /// How a Dockerfile read from stdin is named in messages.
@@ -60,6 +61,31 @@ impl Source {
             );
         }
         Ok(dockerfile)
+    }
+}
+
+impl Source {
+    /// Types, checks and lowers the Dockerfile. Lint warnings go to stderr as
+    /// `NAME:LINE: warning: Rule: message`; an error becomes a located diagnostic.
+    pub fn lower(
+        &self,
+        dockerfile: &Dockerfile,
+        options: &LowerOptions,
+    ) -> anyhow::Result<BuildGraph> {
+        let graph = graph::lower(dockerfile, options, &NoBaseImages).map_err(|err| {
+            let (line, column) = err.location();
+            Reported(diagnostic::render(
+                &self.name,
+                &self.bytes,
+                line,
+                column,
+                &err.to_string(),
+            ))
+        })?;
+        for warning in &graph.warnings {
+            eprintln!("{}", warning.render(&self.name));
+        }
+        Ok(graph)
     }
 }
 

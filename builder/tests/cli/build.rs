@@ -50,7 +50,7 @@ fn build_of_a_missing_context_names_it() {
 fn build_reports_located_errors_with_the_name_given_to_f() {
     let out = run(rbuild(&fixture("")).args(["build", "-f", "tabs/Dockerfile", "ok"]));
     assert_eq!(out.code, 1);
-    assert!(out.stderr.starts_with("tabs/Dockerfile:2:1: "), "{out}");
+    assert!(out.stderr.starts_with("tabs/Dockerfile:2:2: "), "{out}");
     let out = run(rbuild(&fixture("")).args(["-f", "sub/Dockerfile.dev", "ok"]));
     assert!(out.stderr.contains("not implemented yet"), "{out}");
 }

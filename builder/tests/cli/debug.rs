@@ -114,10 +114,14 @@ fn a_missing_file_names_its_path() {
 }
 
 #[test]
-fn graph_parses_first_then_reports_it_is_not_available() {
+fn graph_reports_parse_errors_located() {
     let out = run(rbuild(&fixture("nested-json")).args(["debug", "graph"]));
     assert_eq!(out.code, 1);
     assert!(out.stderr.starts_with("Dockerfile:2:1: "), "{out}");
+}
+
+#[test]
+fn graph_lowers_only_the_target_for_the_platform() {
     let out = run(rbuild(&fixture("ok")).args([
         "debug",
         "graph",
@@ -128,6 +132,44 @@ fn graph_parses_first_then_reports_it_is_not_available() {
         "--platform",
         "linux/arm64",
     ]));
+    assert_eq!(out.code, 0, "{out}");
+    let graph: serde_json::Value = serde_json::from_str(&out.stdout).expect("graph JSON");
+    assert_eq!(graph["target"], 0);
+    let stages = graph["stages"].as_array().expect("stages");
+    assert_eq!(
+        stages.len(),
+        1,
+        "the final stage is not needed for --target build"
+    );
+    assert_eq!(stages[0]["platform"]["architecture"], "arm64");
+    let run = graph["vertices"]
+        .as_array()
+        .expect("vertices")
+        .iter()
+        .find(|v| v["op"]["op"] == "exec")
+        .expect("the RUN vertex");
+    assert_eq!(run["op"]["args"][0], "/bin/sh");
+    assert!(run["op"]["args"][2]
+        .as_str()
+        .unwrap()
+        .contains("building $VERSION"));
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn graph_of_the_whole_file_carries_the_final_config() {
+    let out = run(rbuild(&fixture("ok")).args(["debug", "graph"]));
+    assert_eq!(out.code, 0, "{out}");
+    let graph: serde_json::Value = serde_json::from_str(&out.stdout).expect("graph JSON");
+    assert_eq!(graph["target"], 1);
+    let last = &graph["stages"][1]["config"];
+    assert_eq!(last["Cmd"], serde_json::json!(["/bin/true"]));
+    assert_eq!(last["Labels"]["org.opencontainers.image.title"], "ok");
+}
+
+#[test]
+fn graph_errors_point_at_the_instruction() {
+    let out = run(rbuild(&fixture("bad-instruction")).args(["debug", "graph"]));
     assert_eq!(out.code, 1);
-    assert_eq!(out.stderr, "error: debug graph is not available yet\n");
+    insta::assert_snapshot!(out);
 }

@@ -50,9 +50,13 @@ pub fn parse(src: &[u8]) -> Result<Dockerfile, ParseError> {
                 message: format!("Empty continuation line found in: {line}"),
             });
         }
+        let located = |mut e: ParseError| {
+            e.column = column;
+            e
+        };
         let mut node = node_from_line(&line, directives.escape)
-            .map_err(|k| ParseError::at(k, start, lines.current()))?;
-        read_heredocs(&mut lines, &mut node, &line, start)?;
+            .map_err(|k| located(ParseError::at(k, start, lines.current())))?;
+        read_heredocs(&mut lines, &mut node, &line, start).map_err(located)?;
         node.start_line = start;
         node.end_line = lines.current();
         node.column = column;
