@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 
 use divan::counter::BytesCount;
 use divan::{black_box, Bencher};
+use rbuild_frontend::graph::{self, LowerOptions, NoBaseImages};
 use rbuild_frontend::parser;
 
 /// How many instructions the generated Dockerfile holds.
@@ -36,8 +37,7 @@ fn parse_and_lower(bencher: Bencher) {
     let src = DOCKERFILE.as_bytes();
     bencher.counter(BytesCount::of_slice(src)).bench(|| {
         let ast = parser::parse(black_box(src)).expect("parses");
-        // lowering: added with the graph module
-        ast
+        graph::lower(&ast, &LowerOptions::default(), &NoBaseImages).expect("lowers")
     });
 }
 

@@ -146,6 +146,7 @@ fn check(src: &[u8]) {
             let again = parser::parse(src).expect("parses the second time");
             assert_eq!(again.children, dockerfile.children);
             assert_eq!(again.warnings, dockerfile.warnings);
+            check_lowering(&dockerfile);
         }
         Err(err) => {
             assert!(
@@ -157,6 +158,34 @@ fn check(src: &[u8]) {
             let text = diagnostic::render("Dockerfile", src, err.start_line, err.column, "m");
             assert!(text.starts_with("Dockerfile:"), "{text}");
             assert_eq!(parser::parse(src).unwrap_err(), err);
+        }
+    }
+}
+
+/// Lowering never panics, and an error it returns points inside the file.
+fn check_lowering(dockerfile: &rbuild_frontend::parser::Dockerfile) {
+    use rbuild_frontend::graph::{lower, LowerOptions, NoBaseImages};
+    match lower(dockerfile, &LowerOptions::default(), &NoBaseImages) {
+        Ok(graph) => {
+            assert!(
+                graph.stages.contains_key(&graph.target),
+                "target stage not lowered"
+            );
+            let again =
+                lower(dockerfile, &LowerOptions::default(), &NoBaseImages).expect("lowers again");
+            assert_eq!(
+                graph.to_json(),
+                again.to_json(),
+                "lowering is a function of its input"
+            );
+        }
+        Err(err) => {
+            let (line, _) = err.location();
+            let last = dockerfile.children.last().map_or(0, |n| n.end_line);
+            assert!(
+                line <= last,
+                "error at line {line} past the last instruction ({last}): {err}"
+            );
         }
     }
 }
