@@ -8,9 +8,7 @@ mod scope;
 mod values;
 
 pub use config::{Empty, HealthConfig, ImageConfig, DEFAULT_PATH};
-pub use op::{
-    canonical_json, vertex_digest, AddAction, CopyAction, Edge, ExecMount, ExecOp, FileOp, Op,
-};
+pub use op::{canonical_json, vertex_digest, AddAction, CopyAction, Edge, ExecOp, FileOp, Op};
 
 use std::collections::BTreeMap;
 

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::instructions::{CacheSharing, MountType, NetworkMode, SecurityMode};
+use crate::instructions::{Mount, NetworkMode, SecurityMode};
 use crate::parser::Heredoc;
 use crate::platform::Platform;
 
@@ -35,33 +35,15 @@ pub struct ExecOp {
     pub env: Vec<String>,
     pub cwd: String,
     pub user: String,
-    pub mounts: Vec<ExecMount>,
+    /// Values expanded; `target` resolved against the working directory. A bind or cache
+    /// mount's `from` is also an edge of the graph.
+    pub mounts: Vec<Mount>,
     pub network: NetworkMode,
     pub security: SecurityMode,
     pub platform: Platform,
     /// Heredoc bodies the command reads (kept for the executor to supply as files).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub heredocs: Vec<Heredoc>,
-}
-
-/// A RUN --mount, expanded. Its input (for bind/cache `from`) is an edge of the graph.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ExecMount {
-    #[serde(rename = "type")]
-    pub kind: MountType,
-    pub target: String,
-    pub source: Option<String>,
-    /// The stage or image the mount reads from, as written.
-    pub from: Option<String>,
-    pub read_only: bool,
-    pub id: Option<String>,
-    pub sharing: Option<CacheSharing>,
-    pub required: bool,
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub size: Option<u64>,
-    pub env: Option<String>,
 }
 
 /// A COPY, ADD or WORKDIR's directory creation.

@@ -78,27 +78,8 @@ pub fn check_chmod(mode: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Go's `path.Clean`: lexical cleanup of a slash path.
-pub fn clean_path(path: &str) -> String {
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." if parts.last().is_some_and(|p| *p != "..") => {
-                parts.pop();
-            }
-            ".." if rooted => {}
-            p => parts.push(p),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
-}
+/// Go's `path.Clean` (the same cleanup .dockerignore patterns get).
+pub use crate::dockerignore::clean as clean_path;
 
 /// A path relative to the working directory made absolute; a trailing `/` (meaning "a
 /// directory") survives, as Docker keeps it for COPY destinations.

@@ -74,7 +74,7 @@ impl ShellError {
 }
 
 /// Quotes `s` as Go's `strconv.Quote` does, so wrapped messages read like BuildKit's.
-pub(crate) fn go_quote(s: &str) -> String {
+pub fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for ch in s.chars() {

@@ -21,6 +21,7 @@ mod tests;
 use std::collections::BTreeSet;
 
 pub use env::EnvGetter;
+pub use error::go_quote;
 pub use error::ShellError;
 
 use word::{Scanned, ShellWord};

@@ -3,11 +3,11 @@
 use petgraph::stable_graph::NodeIndex;
 
 use super::{at, Lowering, StageState};
-use crate::graph::op::{AddAction, CopyAction, Edge, ExecMount, ExecOp, FileOp, Op};
+use crate::graph::op::{AddAction, CopyAction, Edge, ExecOp, FileOp, Op};
 use crate::graph::values::{check_chmod, resolve_in};
 use crate::graph::LowerError;
 use crate::instructions::{
-    Add, Copy, CopySpec, Instruction, Mount, NetworkMode, Run, SecurityMode,
+    Add, Copy, CopySpec, Instruction, Mount, MountType, NetworkMode, Run, SecurityMode,
 };
 use crate::parser::Heredoc;
 
@@ -71,7 +71,7 @@ impl Lowering<'_> {
                 let source = self.source_of(state, instr, from)?;
                 inputs.push((
                     Edge::Mount {
-                        target: mount.target.clone(),
+                        target: mount.target.clone().unwrap_or_default(),
                     },
                     source,
                 ));
@@ -103,43 +103,32 @@ impl Lowering<'_> {
         state: &StageState,
         instr: &Instruction,
         m: &Mount,
-    ) -> Result<ExecMount, LowerError> {
+    ) -> Result<Mount, LowerError> {
         let mut opt = |v: &Option<String>| {
             v.as_deref()
                 .map(|s| self.expand(state, instr, s))
                 .transpose()
         };
-        let target = opt(&m.target)?;
-        let source = opt(&m.source)?;
-        let id = opt(&m.id)?;
-        let env = opt(&m.env)?;
+        let mut mount = m.clone();
+        mount.target = opt(&m.target)?;
+        mount.source = opt(&m.source)?;
+        mount.id = opt(&m.id)?;
+        mount.env = opt(&m.env)?;
         // Secrets and SSH sockets get BuildKit's default places when no target is given.
-        let target = match (target, m.kind) {
-            (Some(t), _) => resolve_in(&state.config.working_dir, &t),
-            (None, crate::instructions::MountType::Secret) if env.is_none() => {
-                format!(
-                    "/run/secrets/{}",
-                    id.as_deref().or(source.as_deref()).unwrap_or_default()
-                )
+        mount.target = match (mount.target.take(), m.kind) {
+            (Some(t), _) => Some(resolve_in(&state.config.working_dir, &t)),
+            (None, MountType::Secret) if mount.env.is_none() => {
+                let name = mount
+                    .id
+                    .as_deref()
+                    .or(mount.source.as_deref())
+                    .unwrap_or_default();
+                Some(format!("/run/secrets/{name}"))
             }
-            (None, crate::instructions::MountType::Ssh) => "/run/buildkit/ssh_agent.0".into(),
-            (None, _) => String::new(),
+            (None, MountType::Ssh) => Some("/run/buildkit/ssh_agent.0".into()),
+            (None, _) => None,
         };
-        Ok(ExecMount {
-            kind: m.kind,
-            target,
-            source,
-            from: m.from.clone(),
-            read_only: m.read_only,
-            id,
-            sharing: m.sharing,
-            required: m.required,
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            size: m.size,
-            env,
-        })
+        Ok(mount)
     }
 
     fn copy_action(
