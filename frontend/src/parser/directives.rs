@@ -1,9 +1,10 @@
 //! Parser directives (`# syntax=…`, `# escape=…`, `# check=…`): honoured only in the comment
 //! lines that open the file, before any other comment, blank line or instruction.
 
-use std::sync::OnceLock;
-
-use regex::Regex;
+use nom::bytes::complete::{tag, take_while};
+use nom::character::complete::satisfy;
+use nom::combinator::{recognize, rest};
+use nom::Parser;
 
 use super::error::ParseErrorKind;
 use super::node::Directive;
@@ -18,15 +19,36 @@ pub struct Directives {
     pub seen: Vec<Directive>,
 }
 
-fn directive_regex() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    // Go's `\s` is ASCII `[\t\n\f\r ]`; spell it out so Unicode spaces do not count.
-    RE.get_or_init(|| {
-        Regex::new(
-            r"^#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*$",
-        )
-        .expect("directive regex is valid")
-    })
+/// Go's ASCII `\s`: `[\t\n\f\r ]` (no vertical tab).
+fn is_go_space(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\u{c}' | '\r' | ' ')
+}
+
+/// `#` name `=` value, BuildKit's `^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$`, as a nom
+/// grammar. Returns the name and the value with trailing spaces removed.
+fn directive(line: &str) -> Option<(&str, &str)> {
+    let name = recognize((
+        satisfy(|c: char| c.is_ascii_alphabetic()),
+        take_while(|c: char| c.is_ascii_alphanumeric()),
+    ));
+    let mut grammar = (
+        tag("#"),
+        take_while(is_go_space),
+        name,
+        take_while(is_go_space),
+        tag("="),
+        take_while(is_go_space),
+        rest,
+    );
+    let parsed: nom::IResult<&str, _> = grammar.parse(line);
+    let (_, (_, _, name, _, _, spaces, value)) = parsed.ok()?;
+    let value = value.trim_end_matches(is_go_space);
+    if !value.is_empty() {
+        return Some((name, value));
+    }
+    // The regex backtracks so that `.+?` takes the last space of an all-space value.
+    let last = spaces.char_indices().last()?.0;
+    Some((name, &spaces[last..]))
 }
 
 impl Default for Directives {
@@ -46,11 +68,11 @@ impl Directives {
         if self.done {
             return Ok(());
         }
-        let Some(caps) = directive_regex().captures(line) else {
+        let Some((name, value)) = directive(line) else {
             self.done = true;
             return Ok(());
         };
-        let name = caps[1].to_ascii_lowercase();
+        let name = name.to_ascii_lowercase();
         if !VALID_DIRECTIVES.contains(&name.as_str()) {
             self.done = true;
             return Ok(());
@@ -58,7 +80,7 @@ impl Directives {
         if self.seen.iter().any(|d| d.name == name) {
             return Err(ParseErrorKind::DuplicateDirective(name));
         }
-        let value = caps[2].to_string();
+        let value = value.to_string();
         if name == "escape" {
             self.escape = match value.as_str() {
                 "\\" => '\\',
@@ -115,6 +137,20 @@ mod tests {
             d.consider("# escape=x", 1),
             Err(ParseErrorKind::InvalidEscapeToken(_))
         ));
+    }
+
+    #[test]
+    fn directive_grammar_matches_buildkits_regex() {
+        assert_eq!(directive("#escape=`"), Some(("escape", "`")));
+        assert_eq!(
+            directive("# Syntax =  docker/dockerfile:1  "),
+            Some(("Syntax", "docker/dockerfile:1"))
+        );
+        assert_eq!(directive("# escape=  "), Some(("escape", " ")));
+        assert_eq!(directive("# escape="), None);
+        assert_eq!(directive("# 1x=y"), None);
+        assert_eq!(directive("#x y=z"), None);
+        assert_eq!(directive("FROM x"), None);
     }
 
     #[test]
