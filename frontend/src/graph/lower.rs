@@ -7,7 +7,7 @@ use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 
 use super::config::{HealthConfig, ImageConfig, DEFAULT_PATH};
 use super::op::{vertex_digest, Edge, Op};
-use super::scope::{Lookup, Scope};
+use super::scope::{set_var, Scope};
 use super::{BaseImages, BuildGraph, LowerError, LowerOptions, StageNode, Vertex};
 use crate::instructions::{parse_stages, Command, Instruction, Stage, Stages};
 use crate::lint::{self, Warning};
@@ -43,6 +43,9 @@ pub(super) struct StageState {
     pub label: String,
     pub config: ImageConfig,
     pub scope: Scope,
+    /// The variables RUN sees and `$name` expands to, in the order they were set: the image
+    /// env, then ENV and valued ARG instructions, the later winning (BuildKit's state env).
+    pub env: Vec<(String, String)>,
     pub head: NodeIndex,
     pub platform: Platform,
     pub vertices: Vec<NodeIndex>,
@@ -323,12 +326,21 @@ impl<'a> Lowering<'a> {
         if config.env_get("PATH").is_none() {
             config.env_set("PATH", DEFAULT_PATH);
         }
+        let env = config
+            .env
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
         Ok(StageState {
             index,
             base: image,
             label: label(stage, index),
             config,
             scope: Scope::default(),
+            env,
             head,
             platform,
             vertices,
@@ -398,10 +410,7 @@ impl<'a> Lowering<'a> {
         instr: &Instruction,
         word: &str,
     ) -> Result<String, LowerError> {
-        let lookup = Lookup {
-            config: &state.config,
-            scope: &state.scope,
-        };
+        let lookup = &state.env;
         let exp = self
             .lexer
             .process_word_with_matches(word, &lookup)
@@ -417,10 +426,7 @@ impl<'a> Lowering<'a> {
         instr: &Instruction,
         word: &str,
     ) -> Result<Vec<String>, LowerError> {
-        let lookup = Lookup {
-            config: &state.config,
-            scope: &state.scope,
-        };
+        let lookup = &state.env;
         self.lexer
             .process_words(word, &lookup)
             .map_err(|e| at(instr, e.to_string()))
@@ -450,23 +456,15 @@ impl<'a> Lowering<'a> {
         format!("[{} {}/{}] {}", state.label, state.step, state.steps, text)
     }
 
-    /// Values for the RUN environment: image env, then ARGs in scope that ENV does not shadow.
+    /// The RUN environment (`KEY=value`) and, apart, proxy variables given as build args,
+    /// which reach the process but never the cache key.
     pub fn run_env(&self, state: &StageState) -> (Vec<String>, Vec<String>) {
-        let mut env = state.config.env.clone();
-        let mut proxies = Vec::new();
-        for (k, v) in &state.scope.args {
-            let Some(v) = v else { continue };
-            if state.config.env_get(k).is_none() {
-                env.push(format!("{k}={v}"));
-            }
-        }
-        for proxy in PROXY_ARGS {
-            if let Some(v) = self.options.build_args.get(proxy) {
-                if !state.scope.declared(proxy) && state.config.env_get(proxy).is_none() {
-                    proxies.push(format!("{proxy}={v}"));
-                }
-            }
-        }
+        let env = state.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let proxies = PROXY_ARGS
+            .iter()
+            .filter(|p| !state.scope.declared(p) && !state.env.iter().any(|(k, _)| k == *p))
+            .filter_map(|p| Some(format!("{p}={}", self.options.build_args.get(*p)?)))
+            .collect();
         (env, proxies)
     }
 
@@ -480,9 +478,10 @@ impl<'a> Lowering<'a> {
             Command::Arg { args } => self.declare_args(state, instr, args),
             Command::Env { pairs } => {
                 let expanded = self.expand_pairs(state, instr, pairs)?;
-                expanded
-                    .iter()
-                    .for_each(|(k, v)| state.config.env_set(k, v));
+                for (k, v) in &expanded {
+                    state.config.env_set(k, v);
+                    set_var(&mut state.env, k, v);
+                }
                 Ok(())
             }
             Command::Label { pairs } => {
@@ -535,6 +534,11 @@ impl<'a> Lowering<'a> {
                         .map(|(_, v)| v.clone())
                 }),
             };
+            // A valued ARG is visible like an ENV from here on (until an ENV sets it again),
+            // but never enters the image config.
+            if let Some(v) = &value {
+                set_var(&mut state.env, &arg.name, v);
+            }
             state.scope.set(&arg.name, value);
         }
         Ok(())

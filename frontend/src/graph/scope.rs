@@ -2,8 +2,6 @@
 
 use crate::shell::EnvGetter;
 
-use super::ImageConfig;
-
 /// The variables visible to an instruction.
 #[derive(Clone, Debug, Default)]
 pub struct Scope {
@@ -11,15 +9,11 @@ pub struct Scope {
     pub args: Vec<(String, Option<String>)>,
 }
 
-/// Looks variables up in an image config's env, then in the args.
-pub struct Lookup<'a> {
-    pub config: &'a ImageConfig,
-    pub scope: &'a Scope,
-}
-
-impl EnvGetter for Lookup<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.config.env_get(name).or_else(|| self.scope.get(name))
+/// Sets `key` in an ordered variable list, in place if present.
+pub fn set_var(env: &mut Vec<(String, String)>, key: &str, value: &str) {
+    match env.iter_mut().find(|(k, _)| k == key) {
+        Some(entry) => entry.1 = value.to_string(),
+        None => env.push((key.to_string(), value.to_string())),
     }
 }
 

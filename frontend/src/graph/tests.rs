@@ -95,9 +95,24 @@ fn target_prunes_unneeded_stages() {
 #[test]
 fn stage_references_and_cycles() {
     let e = err("FROM scratch AS a\nCOPY --from=b /x /x\nFROM scratch AS b\nCOPY --from=a /y /y\n");
-    assert!(e.contains("circular dependency detected on stage"), "{e}");
+    assert!(
+        e.contains(
+            "cannot copy from stage \"b\", it needs to be defined before current stage \"a\""
+        ),
+        "{e}"
+    );
+    let e = err("FROM scratch AS a\nCOPY --from=a /x /x\n");
+    assert!(
+        e.contains("circular dependency detected on stage: a"),
+        "{e}"
+    );
     let e = err("FROM scratch\nCOPY --from=7 /x /x\n");
-    assert!(e.contains("index out of bounds"), "{e}");
+    assert!(e.contains("invalid stage index 7"), "{e}");
+    let e = err("FROM scratch AS a\nFROM scratch\nARG X=a\nCOPY --from=$X /x /x\n");
+    assert!(
+        e.contains("variable expansion is not supported for --from"),
+        "{e}"
+    );
     let g = lower_src("FROM busybox AS base\nFROM base\nCOPY --from=0 /a /b\n");
     let edges = g.graph.edge_count();
     assert!(edges >= 2);
@@ -191,6 +206,57 @@ fn run_gets_args_in_env_and_mount_inputs() {
         .filter(|e| matches!(e, Edge::Mount { .. }))
         .count();
     assert_eq!(mount_edges, 1);
+}
+
+#[test]
+fn arg_after_env_wins_for_run_and_expansion_but_not_the_config() {
+    let g = lower_src("FROM busybox\nENV V=env\nARG V=2\nRUN echo $V\nENV X=$V\n");
+    let c = target_config(&g);
+    assert_eq!((c.env_get("V"), c.env_get("X")), (Some("env"), Some("2")));
+    let run = g.graph.node_weights().find_map(|v| match &v.op {
+        Op::Exec(e) => Some(e.env.clone()),
+        _ => None,
+    });
+    assert!(run.unwrap().contains(&"V=2".to_string()));
+}
+
+#[test]
+fn copy_heredoc_is_one_source_not_a_context_path() {
+    let g = lower_src("FROM busybox\nCOPY <<EOF /f\nx\nEOF\n");
+    let copy = g.graph.node_weights().find_map(|v| match &v.op {
+        Op::File(FileOp::Copy(c)) => Some(c.clone()),
+        _ => None,
+    });
+    let copy = copy.unwrap();
+    assert!(copy.sources.is_empty() && copy.heredocs.len() == 1 && copy.dest == "/f");
+    assert!(g
+        .graph
+        .node_weights()
+        .all(|v| !matches!(v.op, Op::Context { .. })));
+}
+
+#[test]
+fn run_heredocs_become_scripts() {
+    let exec_args = |src: &str| {
+        let g = lower_src(src);
+        let args = g.graph.node_weights().find_map(|v| match &v.op {
+            Op::Exec(e) => Some(e.args.clone()),
+            _ => None,
+        });
+        args.unwrap()
+    };
+    assert_eq!(
+        exec_args("FROM busybox\nRUN <<EOF\n#!/bin/bash\necho hi\nEOF\n"),
+        vec!["/dev/pipes/EOF"]
+    );
+    assert_eq!(
+        exec_args("FROM busybox\nRUN <<-EOF\n\techo hi\nEOF\n"),
+        vec!["/bin/sh", "-c", "echo hi\n"]
+    );
+    assert_eq!(
+        exec_args("FROM busybox\nRUN cat <<EOF > /x\nhello\nEOF\n"),
+        vec!["/bin/sh", "-c", "cat <<EOF > /x\nhello\nEOF"]
+    );
 }
 
 #[test]

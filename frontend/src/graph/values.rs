@@ -3,11 +3,9 @@
 /// EXPOSE `80`, `80/udp`, `8000-8002/tcp` → `["80/tcp"]`…; ranges expand to each port, as
 /// Docker's `nat.ParsePortSpecs` does.
 pub fn parse_port_spec(spec: &str) -> Result<Vec<String>, String> {
-    if spec.contains(':') {
-        return Err(format!(
-            "EXPOSE {spec:?}: publishing a host port is not supported in a Dockerfile; use `docker run -p`"
-        ));
-    }
+    // `ip:hostPort:containerPort` and `hostPort:containerPort`: Docker keeps the container
+    // port and ignores the rest (publishing is `docker run -p`'s business).
+    let spec = spec.rsplit(':').next().unwrap_or(spec);
     let (ports, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
     let proto = proto.to_ascii_lowercase();
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
@@ -115,7 +113,10 @@ mod tests {
         );
         assert!(parse_port_spec("80/icmp").is_err());
         assert!(parse_port_spec("70000").is_err());
-        assert!(parse_port_spec("127.0.0.1:80:80").is_err());
+        assert_eq!(
+            parse_port_spec("127.0.0.1:8080:80").unwrap(),
+            vec!["80/tcp"]
+        );
         assert!(parse_port_spec("90-80").is_err());
     }
 

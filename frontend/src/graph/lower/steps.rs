@@ -21,21 +21,24 @@ impl Lowering<'_> {
     ) -> Result<NodeIndex, LowerError> {
         if let Some(index) = self.find_stage(from, true) {
             if index >= self.stages.stages.len() {
-                return Err(at(
-                    instr,
-                    format!("invalid from flag value {from}: index out of bounds"),
-                ));
+                return Err(at(instr, format!("invalid stage index {from}")));
             }
+            let name_of = |i: usize| {
+                let stage = &self.stages.stages[i];
+                stage.from.name.clone().unwrap_or_else(|| i.to_string())
+            };
             if index == state.index {
-                let name = self.stages.stages[index]
-                    .from
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| from.to_string());
-                return Err(at(
-                    instr,
-                    format!("circular dependency detected on stage: {name}"),
-                ));
+                let message = format!("circular dependency detected on stage: {}", name_of(index));
+                return Err(at(instr, message));
+            }
+            // Stages are built in file order: only an earlier stage can be a source.
+            if index > state.index {
+                let message = format!(
+                    "cannot copy from stage {:?}, it needs to be defined before current stage {:?}",
+                    name_of(index),
+                    name_of(state.index)
+                );
+                return Err(at(instr, message));
             }
             self.lower_stage(index, Some(instr))?;
             return Ok(self.lowered[&index].head);
@@ -53,12 +56,15 @@ impl Lowering<'_> {
         instr: &Instruction,
         run: &Run,
     ) -> Result<(), LowerError> {
-        let args = if run.command.shell_form {
+        let command = run.command.args.first().map_or("", String::as_str);
+        let script = shebang_script(command, &run.heredocs).filter(|_| run.command.shell_form);
+        let args = if let Some(script) = script {
+            // As BuildKit: a lone heredoc with a `#!` line runs as its own executable, which
+            // the executor provides at /dev/pipes/NAME (mode 0755) from the op's heredocs.
+            vec![format!("/dev/pipes/{}", script.name)]
+        } else if run.command.shell_form {
             let mut argv = state.config.shell_or_default();
-            argv.push(shell_script(
-                run.command.args.first().map_or("", String::as_str),
-                &run.heredocs,
-            ));
+            argv.push(shell_script(command, &run.heredocs));
             argv
         } else {
             run.command.args.clone()
@@ -142,6 +148,7 @@ impl Lowering<'_> {
         let sources = spec
             .sources
             .iter()
+            .filter(|s| !is_heredoc_marker(s, &spec.heredocs))
             .map(|s| self.expand(state, instr, s))
             .collect::<Result<Vec<_>, _>>()?;
         let dest = self.expand(state, instr, &spec.dest)?;
@@ -218,11 +225,17 @@ impl Lowering<'_> {
         instr: &Instruction,
         copy: &Copy,
     ) -> Result<(), LowerError> {
-        let from = copy
-            .from
-            .as_deref()
-            .map(|f| self.expand(state, instr, f))
-            .transpose()?;
+        let from = copy.from.clone();
+        if let Some(raw) = &from {
+            // BuildKit resolves --from before any variable has a value, so it refuses them.
+            let no_env: &[(String, String)] = &[];
+            if self.lexer.process_word(raw, &no_env).ok().as_ref() != Some(raw) {
+                return Err(at(
+                    instr,
+                    "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
+                ));
+            }
+        }
         let action = self.copy_action(state, instr, &copy.spec, from, copy.parents)?;
         let mut inputs = vec![(Edge::Rootfs, state.head)];
         if let Some(source) = self.copy_source(state, instr, &action, false)? {
@@ -306,11 +319,7 @@ impl Lowering<'_> {
 /// heredoc (`RUN <<EOF`) runs the body itself.
 fn shell_script(command: &str, heredocs: &[Heredoc]) -> String {
     if let [doc] = heredocs {
-        let only = command
-            .trim()
-            .trim_start_matches(|c: char| c.is_ascii_digit());
-        if only.starts_with("<<") && !only.contains(char::is_whitespace) || is_lone_heredoc(command)
-        {
+        if is_only_heredoc(command) {
             return if doc.chomp {
                 crate::parser::chomp_heredoc_content(&doc.content)
             } else {
@@ -325,6 +334,26 @@ fn shell_script(command: &str, heredocs: &[Heredoc]) -> String {
         script.push_str(&doc.name);
     }
     script
+}
+
+/// The heredoc of a RUN that is only `<<EOF` and whose body starts with `#!`.
+fn shebang_script<'h>(command: &str, heredocs: &'h [Heredoc]) -> Option<&'h Heredoc> {
+    match heredocs {
+        [doc] if is_only_heredoc(command) && doc.content.starts_with("#!") => Some(doc),
+        _ => None,
+    }
+}
+
+fn is_only_heredoc(command: &str) -> bool {
+    let only = command
+        .trim()
+        .trim_start_matches(|c: char| c.is_ascii_digit());
+    (only.starts_with("<<") && !only.contains(char::is_whitespace)) || is_lone_heredoc(command)
+}
+
+/// A `<<EOF` word whose body the parser attached: the heredoc, not a context path.
+fn is_heredoc_marker(word: &str, heredocs: &[Heredoc]) -> bool {
+    matches!(crate::parser::parse_heredoc(word), Ok(Some(doc)) if heredocs.iter().any(|h| h.name == doc.name))
 }
 
 fn is_lone_heredoc(command: &str) -> bool {
