@@ -65,9 +65,7 @@ pub fn check_stages(stages: &Stages) -> Vec<Warning> {
         secrets_check(&mut out, "ARG", &meta.arg.name, meta.line);
     }
     for stage in &stages.stages {
-        let from = &stage.from_instruction;
         check_from(&mut out, stage, &mut names);
-        let _ = from;
         let has_shell = stage
             .instructions
             .iter()

@@ -31,11 +31,6 @@ pub(super) const PROXY_ARGS: [&str; 10] = [
     "all_proxy",
 ];
 
-enum Visit {
-    InProgress,
-    Done,
-}
-
 /// The state of the stage being lowered.
 pub(super) struct StageState {
     pub index: usize,
@@ -62,7 +57,6 @@ pub(super) struct Lowering<'a> {
     pub graph: StableDiGraph<Vertex, Edge>,
     pub by_digest: HashMap<String, NodeIndex>,
     pub meta: Scope,
-    visits: BTreeMap<usize, Visit>,
     pub lowered: BTreeMap<usize, StageNode>,
     pub warnings: Vec<Warning>,
     pub target_platform: Platform,
@@ -106,14 +100,13 @@ impl<'a> Lowering<'a> {
             graph: StableDiGraph::new(),
             by_digest: HashMap::new(),
             meta: Scope::default(),
-            visits: BTreeMap::new(),
             lowered: BTreeMap::new(),
             warnings: Vec::new(),
             target_platform,
         };
         lowering.meta = lowering.meta_scope()?;
         let target = lowering.target_index()?;
-        lowering.lower_stage(target, None)?;
+        lowering.lower_stage(target)?;
         warnings.append(&mut lowering.warnings);
         warnings.sort_by_key(|w| w.line);
         warnings.dedup();
@@ -211,27 +204,13 @@ impl<'a> Lowering<'a> {
         None
     }
 
-    /// Lowers stage `index` (once), after the stages it needs. `from` is the instruction that
-    /// asked for it, to locate cycle errors.
-    pub fn lower_stage(
-        &mut self,
-        index: usize,
-        from: Option<&Instruction>,
-    ) -> Result<(), LowerError> {
-        match self.visits.get(&index) {
-            Some(Visit::Done) => return Ok(()),
-            Some(Visit::InProgress) => {
-                let stage = &self.stages.stages[index];
-                let name = stage.from.name.clone().unwrap_or_else(|| index.to_string());
-                let instr = from.unwrap_or(&stage.from_instruction);
-                return Err(at(
-                    instr,
-                    format!("circular dependency detected on stage: {name}"),
-                ));
-            }
-            None => {}
+    /// Lowers stage `index` (once), after the stages it needs. A stage only ever reads
+    /// earlier stages (FROM, `--from` and mount sources are checked for that), so this
+    /// recursion always descends and cannot loop.
+    pub fn lower_stage(&mut self, index: usize) -> Result<(), LowerError> {
+        if self.lowered.contains_key(&index) {
+            return Ok(());
         }
-        self.visits.insert(index, Visit::InProgress);
         let stage = self.stages.stages[index].clone();
         let mut state = self.start_stage(index, &stage)?;
         self.run_onbuild_triggers(&mut state, &stage)?;
@@ -239,7 +218,6 @@ impl<'a> Lowering<'a> {
             state.step += 1;
             self.lower_instruction(&mut state, instr)?;
         }
-        self.visits.insert(index, Visit::Done);
         self.lowered.insert(
             index,
             StageNode {
@@ -301,7 +279,7 @@ impl<'a> Lowering<'a> {
         let earlier = self.find_stage(&image, false).filter(|i| *i < index);
         let (head, mut config, vertices, platform) = match earlier {
             Some(parent) => {
-                self.lower_stage(parent, Some(instr))?;
+                self.lower_stage(parent)?;
                 let p = &self.lowered[&parent];
                 (p.head, p.config.clone(), Vec::new(), p.platform.clone())
             }
@@ -382,11 +360,10 @@ impl<'a> Lowering<'a> {
 
     /// Adds a vertex, or returns the identical one already in the graph.
     pub fn add_vertex(&mut self, op: Op, inputs: &[(Edge, NodeIndex)], name: String) -> NodeIndex {
-        let digests: Vec<(&Edge, String)> = inputs
+        let refs: Vec<(&Edge, &str)> = inputs
             .iter()
-            .map(|(e, n)| (e, self.graph[*n].digest.clone()))
+            .map(|(e, n)| (e, self.graph[*n].digest.as_str()))
             .collect();
-        let refs: Vec<(&Edge, &str)> = digests.iter().map(|(e, d)| (*e, d.as_str())).collect();
         let digest = vertex_digest(&op, &refs);
         if let Some(existing) = self.by_digest.get(&digest) {
             return *existing;
@@ -417,6 +394,28 @@ impl<'a> Lowering<'a> {
             .map_err(|e| at(instr, e.to_string()))?;
         self.note_undefined(state, instr, exp.unmatched);
         Ok(exp.result)
+    }
+
+    /// Expands an optional word (a flag value that may be absent).
+    pub fn expand_opt(
+        &mut self,
+        state: &StageState,
+        instr: &Instruction,
+        word: &Option<String>,
+    ) -> Result<Option<String>, LowerError> {
+        word.as_deref()
+            .map(|w| self.expand(state, instr, w))
+            .transpose()
+    }
+
+    /// Expands every word of a list.
+    pub fn expand_all(
+        &mut self,
+        state: &StageState,
+        instr: &Instruction,
+        words: &[String],
+    ) -> Result<Vec<String>, LowerError> {
+        words.iter().map(|w| self.expand(state, instr, w)).collect()
     }
 
     /// Expands and splits into words (EXPOSE).

@@ -1,4 +1,5 @@
-//! What `$name` means at one point of a stage: ENV first, then the ARGs in scope.
+//! Which ARGs a stage (or the global scope) has declared, and with what values; and the
+//! ordered variable list that `$name` expands against.
 
 use crate::shell::EnvGetter;
 

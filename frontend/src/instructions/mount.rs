@@ -15,6 +15,27 @@ pub enum MountType {
     Ssh,
 }
 
+impl MountType {
+    const ALL: [MountType; 5] = [
+        MountType::Bind,
+        MountType::Cache,
+        MountType::Tmpfs,
+        MountType::Secret,
+        MountType::Ssh,
+    ];
+
+    /// The name `type=` takes (and messages use).
+    pub fn name(self) -> &'static str {
+        match self {
+            MountType::Bind => "bind",
+            MountType::Cache => "cache",
+            MountType::Tmpfs => "tmpfs",
+            MountType::Secret => "secret",
+            MountType::Ssh => "ssh",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CacheSharing {
@@ -89,14 +110,10 @@ fn mount_type(fields: &[String]) -> Result<MountType, InstructionErrorKind> {
             continue;
         };
         if key.eq_ignore_ascii_case("type") {
-            kind = match value.to_ascii_lowercase().as_str() {
-                "bind" => MountType::Bind,
-                "cache" => MountType::Cache,
-                "tmpfs" => MountType::Tmpfs,
-                "secret" => MountType::Secret,
-                "ssh" => MountType::Ssh,
-                _ => return Err(invalid(format!("unsupported mount type {value:?}"))),
-            };
+            kind = MountType::ALL
+                .into_iter()
+                .find(|t| value.eq_ignore_ascii_case(t.name()))
+                .ok_or_else(|| invalid(format!("unsupported mount type {value:?}")))?;
         }
     }
     Ok(kind)
@@ -116,10 +133,9 @@ fn parse_u32(key: &str, value: &str, radix: u32) -> Result<u32, InstructionError
 }
 
 fn unexpected(key: &str, kind: MountType) -> InstructionErrorKind {
-    let kind = serde_json::to_value(kind).unwrap_or_default();
     invalid(format!(
         "unexpected key '{key}' for mount type '{}'",
-        kind.as_str().unwrap_or("")
+        kind.name()
     ))
 }
 
@@ -200,8 +216,7 @@ fn parse_size(value: &str) -> Result<u64, InstructionErrorKind> {
 }
 
 fn validate(m: &Mount) -> Result<(), InstructionErrorKind> {
-    let type_name = serde_json::to_value(m.kind).unwrap_or_default();
-    let type_name = type_name.as_str().unwrap_or("");
+    let type_name = m.kind.name();
     let file_info_allowed = matches!(
         m.kind,
         MountType::Secret | MountType::Ssh | MountType::Cache

@@ -17,7 +17,7 @@ pub use node::{Directive, Dockerfile, Heredoc, Node, ParseWarning};
 pub use quote::go_quote;
 
 use directives::Directives;
-use lines::{Line, Lines};
+use lines::Lines;
 
 /// Keywords whose lines may open heredocs.
 const HEREDOC_KEYWORDS: [&str; 3] = ["run", "copy", "add"];
@@ -100,7 +100,7 @@ fn read_continuation(
         let Some(next) = lines.next_line()? else {
             break;
         };
-        let Line { text, number } = next;
+        let text = next.text;
         if text.trim_start().starts_with('#') {
             continue;
         }
@@ -108,7 +108,6 @@ fn read_continuation(
             empty_seen = true;
             continue;
         }
-        let _ = number;
         let (more, again) = directives.trim_continuation(text);
         line.push_str(&more);
         continues = again;

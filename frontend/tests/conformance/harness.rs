@@ -27,6 +27,29 @@ pub fn exceptions() -> Vec<String> {
         .collect()
 }
 
+/// A trial for a case that does not apply on this platform: ignored when `exceptions.txt`
+/// lists it, failing otherwise so that no case is skipped silently.
+pub fn excepted_trial(name: String) -> libtest_mimic::Trial {
+    let listed = exceptions().contains(&name);
+    let msg = format!("{name}: not for this platform and not listed in exceptions.txt");
+    libtest_mimic::Trial::test(name, move || if listed { Ok(()) } else { Err(msg.into()) })
+        .with_ignored_flag(listed)
+}
+
+/// Every line of `exceptions.txt` must name a case that does not apply on this platform (an
+/// ignored trial): an entry for a case that runs, or for no case at all, is an error.
+pub fn exceptions_are_platform_cases(trials: &[libtest_mimic::Trial]) -> libtest_mimic::Trial {
+    let stray: Vec<String> = exceptions()
+        .into_iter()
+        .filter(|e| !trials.iter().any(|t| t.name() == e && t.has_ignored_flag()))
+        .collect();
+    libtest_mimic::Trial::test("conformance/exceptions_name_platform_cases", move || {
+        check(stray.is_empty(), || {
+            format!("exceptions.txt lists cases that are not platform-specific: {stray:?}")
+        })
+    })
+}
+
 /// Turns a failed comparison into the `Failed` a trial reports.
 pub fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<(), libtest_mimic::Failed> {
     if ok {

@@ -8,7 +8,7 @@ use libtest_mimic::{Failed, Trial};
 use rbuild_frontend::shell::{pattern, Lexer};
 use serde_json::Value;
 
-use crate::harness::{check, exceptions, read, read_json};
+use crate::harness::{check, excepted_trial, read, read_json};
 
 pub fn trials() -> Vec<Trial> {
     let mut trials = env_var_trials();
@@ -43,15 +43,6 @@ fn tag_applies(tag: &str) -> Option<bool> {
         "W" => Some(cfg!(windows)),
         _ => None,
     }
-}
-
-/// A trial for a case that does not apply on this platform: ignored when `exceptions.txt`
-/// lists it, failing otherwise so that no case is skipped silently.
-fn excepted_trial(name: String) -> Trial {
-    let listed = exceptions().contains(&name);
-    let msg = format!("{name}: not for this platform and not listed in exceptions.txt");
-    Trial::test(name, move || if listed { Ok(()) } else { Err(msg.into()) })
-        .with_ignored_flag(listed)
 }
 
 fn env_var_trials() -> Vec<Trial> {

@@ -40,7 +40,7 @@ impl Lowering<'_> {
                 );
                 return Err(at(instr, message));
             }
-            self.lower_stage(index, Some(instr))?;
+            self.lower_stage(index)?;
             return Ok(self.lowered[&index].head);
         }
         let op = Op::Image {
@@ -110,16 +110,11 @@ impl Lowering<'_> {
         instr: &Instruction,
         m: &Mount,
     ) -> Result<Mount, LowerError> {
-        let mut opt = |v: &Option<String>| {
-            v.as_deref()
-                .map(|s| self.expand(state, instr, s))
-                .transpose()
-        };
         let mut mount = m.clone();
-        mount.target = opt(&m.target)?;
-        mount.source = opt(&m.source)?;
-        mount.id = opt(&m.id)?;
-        mount.env = opt(&m.env)?;
+        mount.target = self.expand_opt(state, instr, &m.target)?;
+        mount.source = self.expand_opt(state, instr, &m.source)?;
+        mount.id = self.expand_opt(state, instr, &m.id)?;
+        mount.env = self.expand_opt(state, instr, &m.env)?;
         // Secrets and SSH sockets get BuildKit's default places when no target is given.
         mount.target = match (mount.target.take(), m.kind) {
             (Some(t), _) => Some(resolve_in(&state.config.working_dir, &t)),
@@ -145,28 +140,20 @@ impl Lowering<'_> {
         from: Option<String>,
         parents: bool,
     ) -> Result<CopyAction, LowerError> {
-        let sources = spec
+        let paths: Vec<String> = spec
             .sources
             .iter()
             .filter(|s| !is_heredoc_marker(s, &spec.heredocs))
-            .map(|s| self.expand(state, instr, s))
-            .collect::<Result<Vec<_>, _>>()?;
+            .cloned()
+            .collect();
+        let sources = self.expand_all(state, instr, &paths)?;
         let dest = self.expand(state, instr, &spec.dest)?;
-        let mut opt = |v: &Option<String>| {
-            v.as_deref()
-                .map(|s| self.expand(state, instr, s))
-                .transpose()
-        };
-        let chown = opt(&spec.chown)?;
-        let chmod = opt(&spec.chmod)?;
+        let chown = self.expand_opt(state, instr, &spec.chown)?;
+        let chmod = self.expand_opt(state, instr, &spec.chmod)?;
         if let Some(mode) = &chmod {
             check_chmod(mode).map_err(|m| at(instr, m))?;
         }
-        let exclude = spec
-            .exclude
-            .iter()
-            .map(|s| self.expand(state, instr, s))
-            .collect::<Result<Vec<_>, _>>()?;
+        let exclude = self.expand_all(state, instr, &spec.exclude)?;
         let several =
             sources.len() + spec.heredocs.len() > 1 || sources.iter().any(|s| has_wildcard(s));
         if several && !dest.ends_with('/') {
@@ -252,11 +239,7 @@ impl Lowering<'_> {
         add: &Add,
     ) -> Result<(), LowerError> {
         let copy = self.copy_action(state, instr, &add.spec, None, false)?;
-        let checksum = add
-            .checksum
-            .as_deref()
-            .map(|c| self.expand(state, instr, c))
-            .transpose()?;
+        let checksum = self.expand_opt(state, instr, &add.checksum)?;
         if checksum.is_some() && !copy.sources.iter().all(|s| is_remote(s)) {
             return Err(at(
                 instr,
