@@ -1,6 +1,7 @@
 //! Content digests (`sha256:<hex>`), the names of every blob and cache record.
 
 use std::fmt;
+use std::io::{self, Read, Write};
 use std::str::FromStr;
 
 use sha2::{Digest as _, Sha256};
@@ -23,8 +24,134 @@ impl Digest {
         Digest(Sha256::digest(bytes).into())
     }
 
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Digest(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     pub fn hex(&self) -> String {
         hex::encode(self.0)
+    }
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A running sha256 over bytes as they pass, with their count.
+#[derive(Clone, Default)]
+pub struct DigestHasher {
+    sha: Sha256,
+    len: u64,
+}
+
+impl DigestHasher {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.sha.update(bytes);
+        self.len += bytes.len() as u64;
+    }
+
+    /// Bytes seen so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn finish(self) -> (Digest, u64) {
+        (Digest(self.sha.finalize().into()), self.len)
+    }
+}
+
+/// Hashes what is written through it, so content is never read twice to name it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: DigestHasher,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: DigestHasher::default(),
+        }
+    }
+
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    /// The inner writer, the digest and the byte count of everything written.
+    pub fn finish(self) -> (W, Digest, u64) {
+        let (digest, len) = self.hasher.finish();
+        (self.inner, digest, len)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Hashes what is read through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: DigestHasher,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: DigestHasher::default(),
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn len(&self) -> u64 {
+        self.hasher.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hasher.is_empty()
+    }
+
+    pub fn finish(self) -> (R, Digest, u64) {
+        let (digest, len) = self.hasher.finish();
+        (self.inner, digest, len)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
     }
 }
 
@@ -67,6 +194,20 @@ mod tests {
             Digest::of(b"").to_string(),
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn hashing_writer_and_reader_agree_with_digest_of() {
+        let data = b"layer bytes".repeat(1000);
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(&data).unwrap();
+        let (out, digest, len) = w.finish();
+        assert_eq!((digest, len), (Digest::of(&data), data.len() as u64));
+        let mut r = HashingReader::new(&out[..]);
+        io::copy(&mut r, &mut io::sink()).unwrap();
+        assert_eq!(r.finish().1, Digest::of(&data));
+        let json = serde_json::to_string(&digest).unwrap();
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), digest);
     }
 
     #[test]

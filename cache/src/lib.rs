@@ -1,3 +1,8 @@
 //! Content store, layers, cache keys and OCI formats for rbuild.
 
 pub mod digest;
+pub mod image;
+pub mod layer;
+pub mod store;
+
+pub use digest::Digest;

@@ -1,0 +1,1 @@
+//! The content store: blobs by digest under `<root>/content`, written atomically and verified.
