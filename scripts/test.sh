@@ -7,8 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests use; empty while the suite needs nothing beyond Rust.
-SYSTEM_PACKAGES=()
+# Debian packages the tests use: peers that must accept what rbuild writes (skopeo, umoci),
+# the compressors layers are checked against (gzip, zstd), tar/diff for round trips.
+SYSTEM_PACKAGES=(skopeo umoci zstd gzip tar diffutils python3)
 
 run() {
     echo "+ $*" >&2

@@ -16,6 +16,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
                   see `rbuild build --help` for the build options."
 )]
 pub struct Cli {
+    /// Where rbuild keeps images, layers and cache (default: /var/lib/rbuild as root,
+    /// else $XDG_DATA_HOME/rbuild).
+    #[arg(long, global = true, value_name = "DIR", env = "RBUILD_ROOT")]
+    pub root: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -24,14 +29,85 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile and a context directory (the default command).
     Build(Box<BuildArgs>),
+    /// List the images in the local store.
+    Images(ImagesArgs),
+    /// Remove image names from the local store (`rbuild prune` frees their blobs).
+    Rmi(RmiArgs),
+    /// Load images from an OCI layout tar or a docker-archive tar (stdin by default).
+    Load(LoadArgs),
+    /// Save images to a tar (OCI layout by default, or a docker archive).
+    Save(SaveArgs),
+    /// Show the disk space the store uses and what `prune` would free.
+    Du,
+    /// Delete the blobs no image name refers to.
+    Prune,
     /// Look inside the frontend: the parsed Dockerfile, the build graph.
     #[command(subcommand)]
     Debug(DebugCommand),
 }
 
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Only show image IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Show full image IDs.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// The names to remove (`app:1.0`).
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Read from this tar instead of stdin.
+    #[arg(short, long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// The images to save.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Write to this file instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The archive format.
+    #[arg(long, value_enum, default_value_t = SaveFormat::Oci)]
+    pub format: SaveFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SaveFormat {
+    /// An OCI image layout in a tar: every digest kept as stored.
+    Oci,
+    /// A docker archive, as `docker save` writes it (uncompressed layers).
+    Docker,
+}
+
 /// The words that name a subcommand (or ask clap for help); anything else in first position
 /// means `build`.
-const SUBCOMMANDS: [&str; 7] = ["build", "debug", "help", "-h", "--help", "-V", "--version"];
+const SUBCOMMANDS: [&str; 13] = [
+    "build",
+    "images",
+    "rmi",
+    "load",
+    "save",
+    "du",
+    "prune",
+    "debug",
+    "help",
+    "-h",
+    "--help",
+    "-V",
+    "--version",
+];
 
 impl Cli {
     /// Parses the process arguments, reading `rbuild ARGS…` as `rbuild build ARGS…` unless the
@@ -44,12 +120,23 @@ impl Cli {
 /// Inserts `build` after the program name unless the first argument is a subcommand (or a
 /// request for help or the version). `rbuild` alone stays as it is, so clap prints the help.
 pub fn with_default_subcommand(mut args: Vec<OsString>) -> Vec<OsString> {
-    let explicit = match args.get(1) {
-        None => true,
-        Some(first) => SUBCOMMANDS.iter().any(|s| first == s),
+    // Global options may come before the subcommand: `rbuild --root DIR images`.
+    let mut first = 1;
+    while let Some(arg) = args.get(first) {
+        if arg == "--root" {
+            first += 2;
+        } else if arg.to_string_lossy().starts_with("--root=") {
+            first += 1;
+        } else {
+            break;
+        }
+    }
+    let explicit = match args.get(first) {
+        None => first == 1,
+        Some(word) => SUBCOMMANDS.iter().any(|s| word == s),
     };
     if !explicit {
-        args.insert(1, OsString::from("build"));
+        args.insert(first.min(args.len()), OsString::from("build"));
     }
     args
 }
@@ -330,6 +417,17 @@ mod tests {
         assert_eq!(args.build_args[1].key, "RBUILD_SURELY_UNSET_VAR");
         assert_eq!(args.build_args[1].value, None);
         assert!(parse(&["rbuild", "--build-arg", "=v", "."]).is_err());
+    }
+
+    #[test]
+    fn the_root_may_come_before_the_subcommand() {
+        let cli = parse(&["rbuild", "--root", "/r", "images"]).unwrap();
+        assert!(matches!(cli.command, Command::Images(_)));
+        assert_eq!(cli.root.as_deref(), Some(std::path::Path::new("/r")));
+        let cli = parse(&["rbuild", "--root=/r", "-t", "a", "."]).unwrap();
+        assert!(matches!(cli.command, Command::Build(a) if a.tags == ["a"]));
+        let cli = parse(&["rbuild", "save", "a", "--root", "/r"]).unwrap();
+        assert_eq!(cli.root.as_deref(), Some(std::path::Path::new("/r")));
     }
 
     #[test]
