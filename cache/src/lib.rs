@@ -3,6 +3,7 @@
 pub mod digest;
 pub mod image;
 pub mod layer;
+pub mod lock;
 pub mod store;
 
 pub use digest::Digest;
