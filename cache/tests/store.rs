@@ -43,6 +43,16 @@ impl Rng {
     }
 }
 
+#[test]
+fn handles_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<ContentStore>();
+    shareable::<Database>();
+    fn movable<T: Send>() {}
+    movable::<rbuild_cache::store::BlobWriter>();
+    movable::<rbuild_cache::lock::StateLock>();
+}
+
 fn new_store() -> (tempfile::TempDir, ContentStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = ContentStore::open(dir.path().join("content")).unwrap();
@@ -141,6 +151,7 @@ fn put_verified_rejects_wrong_digest_and_wrong_size_leaving_nothing() {
     let msg = err.to_string();
     assert!(msg.contains(&claimed.to_string()), "{msg}");
     assert!(msg.contains(&actual.to_string()), "{msg}");
+    assert!(msg.contains(&format!("({} bytes)", data.len())), "{msg}");
 
     let err = store.put_verified(&actual, Some(3), &data[..]).unwrap_err();
     let msg = err.to_string();

@@ -29,10 +29,12 @@ pub enum StoreError {
     #[error("content store: blob {digest} not found")]
     NotFound { digest: Digest },
     #[error(
-        "content store: content does not match: expected {expected}, got {actual} ({actual_size} bytes)"
+        "content store: content does not match: expected {expected} ({}), got {actual} ({actual_size} bytes)",
+        describe_size(*.expected_size)
     )]
     DigestMismatch {
         expected: Digest,
+        expected_size: Option<u64>,
         actual: Digest,
         actual_size: u64,
     },
@@ -58,6 +60,13 @@ impl StoreError {
             path: path.into(),
             source,
         }
+    }
+}
+
+fn describe_size(size: Option<u64>) -> String {
+    match size {
+        Some(size) => format!("{size} bytes"),
+        None => "size not given".to_string(),
     }
 }
 

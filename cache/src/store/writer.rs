@@ -122,6 +122,7 @@ fn check_expected(
     if let Some(expected) = expected.filter(|&&e| e != actual) {
         return Err(StoreError::DigestMismatch {
             expected: *expected,
+            expected_size,
             actual,
             actual_size,
         });
