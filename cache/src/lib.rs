@@ -1,8 +1,10 @@
 //! Content store, layers, cache keys and OCI formats for rbuild.
 
+pub mod db;
 pub mod digest;
 pub mod image;
 pub mod layer;
+pub mod lock;
 pub mod store;
 
 pub use digest::Digest;

@@ -1,0 +1,452 @@
+//! `cache.db`: image references and remembered layer compressions, in one SQLite file.
+//!
+//! SQLite in WAL mode lets readers run beside one writer, and a busy timeout makes a second
+//! rbuild process on the same root wait for a write lock instead of failing. The schema is
+//! versioned with `PRAGMA user_version`: each entry of [`MIGRATIONS`] brings it one version up.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::digest::Digest;
+
+/// How long a write waits for another process's transaction before giving up. Generous, since
+/// transactions here are short and failing a build over a busy lock is worse than waiting.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Schema steps; version N is reached by applying the first N. Append only, never edit.
+const MIGRATIONS: &[&str] = &[
+    // 1: image references and compressed blobs per layer.
+    "CREATE TABLE images (
+        name TEXT PRIMARY KEY NOT NULL,
+        digest TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE layer_blobs (
+        diff_id TEXT NOT NULL,
+        compression TEXT NOT NULL,
+        blob TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        PRIMARY KEY (diff_id, compression)
+    ) STRICT;
+    CREATE INDEX layer_blobs_by_blob ON layer_blobs (blob);",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database {path}: {op}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        op: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {path} has schema version {found}, newer than the {supported} this rbuild knows; \
+         use a newer rbuild or another --root"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("database {path}: {what} holds {value:?}, which is not valid: {reason}")]
+    BadValue {
+        path: PathBuf,
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("database {path}: size {size} of {digest} is too large to store")]
+    SizeTooLarge {
+        path: PathBuf,
+        digest: Digest,
+        size: u64,
+    },
+}
+
+/// What an image name points at: the image's top-level descriptor (manifest or index).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    /// Unix seconds when the name was set.
+    pub created_at: i64,
+}
+
+/// A handle on `cache.db`. Safe to share between threads; several handles (and processes) may
+/// use one file at once.
+#[derive(Debug)]
+pub struct Database {
+    // rusqlite connections are Send but not Sync; the mutex makes the handle shareable.
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Database {
+    /// Opens or creates the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Database, DbError> {
+        let fail = |op| move |source| sqlite_error(path, op, source);
+        let mut conn = Connection::open(path).map_err(fail("open"))?;
+        // Before anything that may need a lock, so that even setup waits for other processes.
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(fail("set busy timeout"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(fail("enable WAL"))?;
+        // In WAL mode NORMAL still commits atomically; a power cut may lose the newest commits
+        // but never corrupts. Blobs are fsynced before rows name them, so a lost row only costs
+        // a re-tag or a recompression.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(fail("set synchronous"))?;
+        migrate(&mut conn, path)?;
+        Ok(Database {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Points `name` at `image`, replacing what it pointed at before.
+    pub fn set_image(&self, name: &str, image: &ImageRecord) -> Result<(), DbError> {
+        let size = self.size_to_sql(&image.digest, image.size)?;
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO images (name, digest, media_type, size, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    name,
+                    image.digest.to_string(),
+                    image.media_type,
+                    size,
+                    image.created_at
+                ],
+            )
+            .map_err(|e| self.error("set image", e))?;
+        Ok(())
+    }
+
+    pub fn image(&self, name: &str) -> Result<Option<ImageRecord>, DbError> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT digest, media_type, size, created_at FROM images WHERE name = ?1",
+                [name],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+            .optional()
+            .map_err(|e| self.error("read image", e))?;
+        row.map(|row| self.image_record(row)).transpose()
+    }
+
+    /// Every image name with its record, sorted by name.
+    pub fn images(&self) -> Result<Vec<(String, ImageRecord)>, DbError> {
+        let rows: Vec<(String, RawImage)> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare(
+                    "SELECT name, digest, media_type, size, created_at FROM images ORDER BY name",
+                )
+                .map_err(|e| self.error("list images", e))?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok((
+                        row.get(0)?,
+                        (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?),
+                    ))
+                })
+                .map_err(|e| self.error("list images", e))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(|e| self.error("list images", e))?
+        };
+        rows.into_iter()
+            .map(|(name, raw)| Ok((name, self.image_record(raw)?)))
+            .collect()
+    }
+
+    /// Removes the name; `false` if it did not exist.
+    pub fn remove_image(&self, name: &str) -> Result<bool, DbError> {
+        let removed = self
+            .conn()
+            .execute("DELETE FROM images WHERE name = ?1", [name])
+            .map_err(|e| self.error("remove image", e))?;
+        Ok(removed > 0)
+    }
+
+    /// Remembers that compressing layer `diff_id` with `compression` gave `blob` of `size` bytes.
+    pub fn set_layer_blob(
+        &self,
+        diff_id: &Digest,
+        compression: &str,
+        blob: &Digest,
+        size: u64,
+    ) -> Result<(), DbError> {
+        let size = self.size_to_sql(blob, size)?;
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO layer_blobs (diff_id, compression, blob, size)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![diff_id.to_string(), compression, blob.to_string(), size],
+            )
+            .map_err(|e| self.error("set layer blob", e))?;
+        Ok(())
+    }
+
+    pub fn layer_blob(
+        &self,
+        diff_id: &Digest,
+        compression: &str,
+    ) -> Result<Option<(Digest, u64)>, DbError> {
+        let row: Option<(String, i64)> = self
+            .conn()
+            .query_row(
+                "SELECT blob, size FROM layer_blobs WHERE diff_id = ?1 AND compression = ?2",
+                params![diff_id.to_string(), compression],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.error("read layer blob", e))?;
+        row.map(|(blob, size)| Ok((self.digest("layer_blobs.blob", blob)?, self.size(size)?)))
+            .transpose()
+    }
+
+    /// Every remembered compression as (diff_id, compression, blob, size), sorted.
+    pub fn layer_blobs(&self) -> Result<Vec<(Digest, String, Digest, u64)>, DbError> {
+        let rows: Vec<(String, String, String, i64)> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare(
+                    "SELECT diff_id, compression, blob, size FROM layer_blobs
+                     ORDER BY diff_id, compression",
+                )
+                .map_err(|e| self.error("list layer blobs", e))?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })
+                .map_err(|e| self.error("list layer blobs", e))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(|e| self.error("list layer blobs", e))?
+        };
+        rows.into_iter()
+            .map(|(diff_id, compression, blob, size)| {
+                Ok((
+                    self.digest("layer_blobs.diff_id", diff_id)?,
+                    compression,
+                    self.digest("layer_blobs.blob", blob)?,
+                    self.size(size)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Forgets every compression that produced `blob`, once GC has removed it.
+    pub fn forget_blob(&self, blob: &Digest) -> Result<(), DbError> {
+        self.conn()
+            .execute(
+                "DELETE FROM layer_blobs WHERE blob = ?1",
+                [blob.to_string()],
+            )
+            .map_err(|e| self.error("forget blob", e))?;
+        Ok(())
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (its transactions
+        // roll back), so a poisoned mutex is still safe to use.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn error(&self, op: &'static str, source: rusqlite::Error) -> DbError {
+        sqlite_error(&self.path, op, source)
+    }
+
+    fn image_record(&self, raw: RawImage) -> Result<ImageRecord, DbError> {
+        let (digest, media_type, size, created_at) = raw;
+        Ok(ImageRecord {
+            digest: self.digest("images.digest", digest)?,
+            media_type,
+            size: self.size(size)?,
+            created_at,
+        })
+    }
+
+    fn digest(&self, what: &'static str, value: String) -> Result<Digest, DbError> {
+        value
+            .parse()
+            .map_err(|e: crate::digest::DigestError| DbError::BadValue {
+                path: self.path.clone(),
+                what,
+                reason: e.to_string(),
+                value,
+            })
+    }
+
+    fn size(&self, value: i64) -> Result<u64, DbError> {
+        u64::try_from(value).map_err(|e| DbError::BadValue {
+            path: self.path.clone(),
+            what: "size",
+            value: value.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// SQLite integers are signed 64-bit; no real blob is 8 EiB, but say so rather than wrap.
+    fn size_to_sql(&self, digest: &Digest, size: u64) -> Result<i64, DbError> {
+        i64::try_from(size).map_err(|_| DbError::SizeTooLarge {
+            path: self.path.clone(),
+            digest: *digest,
+            size,
+        })
+    }
+}
+
+/// An `images` row as stored: digest, media type, size, created_at.
+type RawImage = (String, String, i64, i64);
+
+/// Applies the migrations the file has not seen yet, in one write transaction so that two
+/// processes opening a fresh file at once do not both create the tables.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
+    let fail = |op| move |source| sqlite_error(path, op, source);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(fail("begin migration"))?;
+    let found: i64 = tx
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(fail("read schema version"))?;
+    let supported = MIGRATIONS.len() as i64;
+    if found > supported {
+        return Err(DbError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported,
+        });
+    }
+    for migration in &MIGRATIONS[found.max(0) as usize..] {
+        tx.execute_batch(migration)
+            .map_err(fail("migrate schema"))?;
+    }
+    tx.pragma_update(None, "user_version", supported)
+        .map_err(fail("set schema version"))?;
+    tx.commit().map_err(fail("commit migration"))
+}
+
+fn sqlite_error(path: &Path, op: &'static str, source: rusqlite::Error) -> DbError {
+    DbError::Sqlite {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(tag: &str, created_at: i64) -> ImageRecord {
+        ImageRecord {
+            digest: Digest::of(tag.as_bytes()),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size: tag.len() as u64 * 100,
+            created_at,
+        }
+    }
+
+    #[test]
+    fn images_round_trip_replace_and_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("cache.db")).unwrap();
+        assert_eq!(db.image("docker.io/library/app:1.0").unwrap(), None);
+        db.set_image("docker.io/library/b:1", &record("b", 1))
+            .unwrap();
+        db.set_image("docker.io/library/a:1", &record("a", 2))
+            .unwrap();
+        db.set_image("docker.io/library/a:1", &record("a2", 3))
+            .unwrap();
+        assert_eq!(
+            db.image("docker.io/library/a:1").unwrap(),
+            Some(record("a2", 3))
+        );
+        let names: Vec<String> = db.images().unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["docker.io/library/a:1", "docker.io/library/b:1"]);
+        assert!(db.remove_image("docker.io/library/a:1").unwrap());
+        assert!(!db.remove_image("docker.io/library/a:1").unwrap());
+        assert_eq!(db.images().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn layer_blobs_are_per_compression_and_forgotten_by_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("cache.db")).unwrap();
+        let diff = Digest::of(b"layer tar");
+        let (gz, zst) = (Digest::of(b"gz"), Digest::of(b"zst"));
+        db.set_layer_blob(&diff, "gzip", &gz, 10).unwrap();
+        db.set_layer_blob(&diff, "zstd", &zst, 8).unwrap();
+        assert_eq!(db.layer_blob(&diff, "gzip").unwrap(), Some((gz, 10)));
+        assert_eq!(db.layer_blob(&diff, "zstd").unwrap(), Some((zst, 8)));
+        assert_eq!(db.layer_blob(&gz, "gzip").unwrap(), None);
+        db.forget_blob(&gz).unwrap();
+        assert_eq!(db.layer_blob(&diff, "gzip").unwrap(), None);
+        assert_eq!(
+            db.layer_blobs().unwrap(),
+            vec![(diff, "zstd".to_string(), zst, 8)]
+        );
+    }
+
+    #[test]
+    fn newer_schema_is_refused_with_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.db");
+        drop(Database::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = Database::open(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DbError::NewerSchema {
+                    found: 99,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("cache.db"), "{err}");
+    }
+
+    #[test]
+    fn a_mangled_digest_is_reported_not_panicked_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.db");
+        let db = Database::open(&path).unwrap();
+        db.set_image("x", &record("x", 0)).unwrap();
+        db.conn()
+            .execute("UPDATE images SET digest = 'md5:abc'", [])
+            .unwrap();
+        let err = db.image("x").unwrap_err();
+        assert!(err.to_string().contains("md5:abc"), "{err}");
+    }
+
+    #[test]
+    fn sizes_beyond_i64_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("cache.db")).unwrap();
+        let mut rec = record("huge", 0);
+        rec.size = u64::MAX;
+        assert!(matches!(
+            db.set_image("huge", &rec),
+            Err(DbError::SizeTooLarge { .. })
+        ));
+    }
+}
