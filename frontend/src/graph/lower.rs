@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 
 use super::config::{HealthConfig, ImageConfig, DEFAULT_PATH};
+use super::history::{self, HistoryStep};
 use super::op::{vertex_digest, Edge, Op};
 use super::scope::{set_var, Scope};
 use super::{BaseImages, BuildGraph, LowerError, LowerOptions, StageNode, Vertex};
@@ -44,6 +45,11 @@ pub(super) struct StageState {
     pub head: NodeIndex,
     pub platform: Platform,
     pub vertices: Vec<NodeIndex>,
+    /// The image history so far (see [`HistoryStep`]).
+    pub history: Vec<HistoryStep>,
+    /// Every ARG declared so far, with its value (BuildKit's `d.buildArgs`, which a stage
+    /// built FROM another inherits): RUN's history entry lists them.
+    pub build_args: Vec<(String, Option<String>)>,
     pub cmd_set: bool,
     pub step: usize,
     pub steps: usize,
@@ -58,6 +64,8 @@ pub(super) struct Lowering<'a> {
     pub by_digest: HashMap<String, NodeIndex>,
     pub meta: Scope,
     pub lowered: BTreeMap<usize, StageNode>,
+    /// The ARGs each lowered stage declared, for the stages built FROM it.
+    pub build_args: BTreeMap<usize, Vec<(String, Option<String>)>>,
     pub warnings: Vec<Warning>,
     pub target_platform: Platform,
 }
@@ -101,6 +109,7 @@ impl<'a> Lowering<'a> {
             by_digest: HashMap::new(),
             meta: Scope::default(),
             lowered: BTreeMap::new(),
+            build_args: BTreeMap::new(),
             warnings: Vec::new(),
             target_platform,
         };
@@ -218,6 +227,7 @@ impl<'a> Lowering<'a> {
             state.step += 1;
             self.lower_instruction(&mut state, instr)?;
         }
+        self.build_args.insert(index, state.build_args);
         self.lowered.insert(
             index,
             StageNode {
@@ -226,6 +236,7 @@ impl<'a> Lowering<'a> {
                 base: state.base,
                 platform: state.platform,
                 config: state.config,
+                history: state.history,
                 head: state.head,
                 vertices: state.vertices,
                 line: stage.from_instruction.line,
@@ -312,6 +323,14 @@ impl<'a> Lowering<'a> {
                 (k.to_string(), v.to_string())
             })
             .collect();
+        // A stage built FROM another continues its history and its ARG list.
+        let (history, build_args) = match earlier {
+            Some(parent) => (
+                self.lowered[&parent].history.clone(),
+                self.build_args[&parent].clone(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
         Ok(StageState {
             index,
             base: image,
@@ -322,6 +341,8 @@ impl<'a> Lowering<'a> {
             head,
             platform,
             vertices,
+            history,
+            build_args,
             cmd_set: false,
             step: 0,
             steps: stage.instructions.len(),
@@ -481,10 +502,14 @@ impl<'a> Lowering<'a> {
                     state.config.env_set(k, v);
                     set_var(&mut state.env, k, v);
                 }
+                let entry = history::pairs("ENV", &expanded);
+                state.history.push(HistoryStep::config(entry));
                 Ok(())
             }
             Command::Label { pairs } => {
                 let expanded = self.expand_pairs(state, instr, pairs)?;
+                let entry = history::pairs("LABEL", &expanded);
+                state.history.push(HistoryStep::config(entry));
                 state.config.labels.extend(expanded);
                 Ok(())
             }
@@ -522,6 +547,7 @@ impl<'a> Lowering<'a> {
         args: &[crate::instructions::ArgDecl],
     ) -> Result<(), LowerError> {
         let predefined = self.platform_args();
+        let mut entry = "ARG".to_string();
         for arg in args {
             let value = match (self.options.build_args.get(&arg.name), &arg.default) {
                 (Some(v), _) => Some(v.clone()),
@@ -538,8 +564,18 @@ impl<'a> Lowering<'a> {
             if let Some(v) = &value {
                 set_var(&mut state.env, &arg.name, v);
             }
+            // `ARG name=value` with the value it resolved to (a build arg, the expanded
+            // default or the global value), or just `name`.
+            entry.push(' ');
+            entry.push_str(&arg.name);
+            if let Some(v) = &value {
+                entry.push('=');
+                entry.push_str(v);
+            }
+            state.build_args.push((arg.name.clone(), value.clone()));
             state.scope.set(&arg.name, value);
         }
+        state.history.push(HistoryStep::config(entry));
         Ok(())
     }
 
@@ -558,63 +594,103 @@ impl<'a> Lowering<'a> {
                 c.args.clone()
             }
         };
-        match &instr.command {
+        // Each arm returns its history entry's `created_by` (the `commitToHistory` message
+        // of BuildKit's `dispatch*` function); all are empty-layer entries.
+        let entry = match &instr.command {
             Command::Cmd(c) => {
-                state.config.cmd = Some(command_line(c));
+                let cmd = command_line(c);
                 state.cmd_set = true;
+                let entry = format!("CMD {}", history::go_quoted_list(&cmd));
+                state.config.cmd = Some(cmd);
+                Some(entry)
             }
             Command::Entrypoint(c) => {
-                state.config.entrypoint = Some(command_line(c));
+                let entrypoint = command_line(c);
+                let entry = format!("ENTRYPOINT {}", history::go_quoted_list(&entrypoint));
+                state.config.entrypoint = Some(entrypoint);
                 // A new ENTRYPOINT drops a CMD inherited from the base, as BuildKit does.
                 if !state.cmd_set {
                     state.config.cmd = None;
                 }
+                Some(entry)
             }
-            Command::Expose { ports } => self.lower_expose(state, instr, ports)?,
+            Command::Expose { ports } => {
+                let ports = self.lower_expose(state, instr, ports)?;
+                Some(format!("EXPOSE {}", history::go_list(&ports)))
+            }
             Command::Volume { paths } => {
-                for p in paths {
-                    let path = self.expand(state, instr, p)?;
-                    state.config.volumes.insert(path, Default::default());
+                let paths = self.expand_all(state, instr, paths)?;
+                for path in &paths {
+                    state
+                        .config
+                        .volumes
+                        .insert(path.clone(), Default::default());
                 }
+                Some(format!("VOLUME {}", history::go_list(&paths)))
             }
-            Command::User { user } => state.config.user = self.expand(state, instr, user)?,
+            Command::User { user } => {
+                state.config.user = self.expand(state, instr, user)?;
+                Some(format!("USER {}", state.config.user))
+            }
             Command::Stopsignal { signal } => {
                 let signal = self.expand(state, instr, signal)?;
                 super::values::check_signal(&signal).map_err(|m| at(instr, m))?;
                 state.config.stop_signal = signal;
+                Some(format!("STOPSIGNAL {}", state.config.stop_signal))
             }
             Command::Healthcheck(h) => {
-                state.config.healthcheck = Some(HealthConfig {
+                let health = HealthConfig {
                     test: h.test.clone(),
                     interval: h.interval.unwrap_or(0),
                     timeout: h.timeout.unwrap_or(0),
                     start_period: h.start_period.unwrap_or(0),
                     start_interval: h.start_interval.unwrap_or(0),
                     retries: h.retries.unwrap_or(0),
-                })
+                };
+                let entry = history::healthcheck(&health);
+                state.config.healthcheck = Some(health);
+                Some(entry)
             }
-            Command::Shell { shell } => state.config.shell = Some(shell.clone()),
-            Command::Onbuild { expression } => state.config.on_build.push(expression.clone()),
-            Command::Maintainer { name } => state.config.author = name.clone(),
+            Command::Shell { shell } => {
+                state.config.shell = Some(shell.clone());
+                Some(format!("SHELL {}", history::go_list(shell)))
+            }
+            // BuildKit's dispatchOnbuild only records the trigger: no history entry.
+            Command::Onbuild { expression } => {
+                state.config.on_build.push(expression.clone());
+                None
+            }
+            Command::Maintainer { name } => {
+                state.config.author = name.clone();
+                Some(format!("MAINTAINER {name}"))
+            }
             _ => unreachable!("filesystem instructions are lowered elsewhere"),
-        }
+        };
+        state.history.extend(entry.map(HistoryStep::config));
         Ok(())
     }
 
+    /// Adds EXPOSE's ports to the config; returns them in the order given, one per port of a
+    /// range, repeats kept (the list BuildKit's history entry prints).
     fn lower_expose(
         &mut self,
         state: &mut StageState,
         instr: &Instruction,
         ports: &[String],
-    ) -> Result<(), LowerError> {
+    ) -> Result<Vec<String>, LowerError> {
+        let mut all = Vec::new();
         for word in ports {
             for spec in self.expand_words(state, instr, word)? {
                 for port in super::values::parse_port_spec(&spec).map_err(|m| at(instr, m))? {
-                    state.config.exposed_ports.insert(port, Default::default());
+                    state
+                        .config
+                        .exposed_ports
+                        .insert(port.clone(), Default::default());
+                    all.push(port);
                 }
             }
         }
-        Ok(())
+        Ok(all)
     }
 }
 

@@ -2,12 +2,14 @@
 //! each stage accumulates. This is where ARGs, ENV and `$vars` get their values.
 
 mod config;
+mod history;
 mod lower;
 mod op;
 mod scope;
 mod values;
 
 pub use config::{Empty, HealthConfig, ImageConfig, DEFAULT_PATH};
+pub use history::HistoryStep;
 pub use op::{canonical_json, vertex_digest, AddAction, CopyAction, Edge, ExecOp, FileOp, Op};
 
 use std::collections::BTreeMap;
@@ -78,6 +80,10 @@ pub struct StageNode {
     pub platform: Platform,
     /// The final image config of the stage.
     pub config: ImageConfig,
+    /// The history entries BuildKit would add to the image for this stage's instructions, in
+    /// order, starting with those of the stages it is built FROM (a base image's own history
+    /// is the builder's to put first).
+    pub history: Vec<HistoryStep>,
     /// The vertex holding the stage's final filesystem.
     #[serde(skip)]
     pub head: NodeIndex,
@@ -165,6 +171,9 @@ impl BuildGraph {
                 let mut v = serde_json::to_value(s).expect("stages serialize");
                 v["head"] = index_of[&s.head].into();
                 v["vertices"] = s.vertices.iter().map(|n| index_of[n]).collect();
+                for (entry, step) in s.history.iter().enumerate() {
+                    v["history"][entry]["vertex"] = step.vertex.map(|n| index_of[&n]).into();
+                }
                 v
             })
             .collect();

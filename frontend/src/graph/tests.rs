@@ -284,3 +284,190 @@ fn lint_rules_fire() {
         .iter()
         .any(|w| w.rule == "UndefinedArgInFrom" && w.line == 2));
 }
+
+/// The target stage's history as `(created_by, empty_layer)`.
+fn history_of(g: &BuildGraph) -> Vec<(String, bool)> {
+    g.stages[&g.target]
+        .history
+        .iter()
+        .map(|h| (h.created_by.clone(), h.empty_layer))
+        .collect()
+}
+
+fn history(src: &str) -> Vec<(String, bool)> {
+    history_of(&lower_src(src))
+}
+
+fn entry(created_by: &str, empty_layer: bool) -> (String, bool) {
+    (created_by.to_string(), empty_layer)
+}
+
+// The expected strings follow moby/buildkit frontend/dockerfile/dockerfile2llb:
+// convert.go's dispatchEnv/dispatchLabel (` k=v` per expanded pair), dispatchUser (`USER %v`),
+// dispatchVolume (`VOLUME %v` of the list), dispatchStopSignal, dispatchShell (`SHELL %v`),
+// dispatchMaintainer, dispatchCmd/dispatchEntrypoint (`%q` of the argv after withShell),
+// dispatchHealthcheck (`%+v` of the HealthcheckConfig value), dispatchArg (`ARG k[=v] …`),
+// dispatchOnbuild (no entry), convert_expose.go's dispatchExpose (`%v` of the port list),
+// all committed with withLayer=false and no state (so no ` # buildkit`).
+#[test]
+fn history_of_config_instructions() {
+    let src = "FROM scratch\nENV A=1 B=\"two words\"\nLABEL a=b \"c d\"=e\nUSER ${A}app\nEXPOSE 80 53/udp 8000-8001 80\nVOLUME [\"/data\", \"/$A\"]\nSTOPSIGNAL SIGTERM\nSHELL [\"/bin/bash\", \"-c\"]\nCMD echo \"hi\"\nENTRYPOINT [\"/e\", \"x y\"]\nHEALTHCHECK --interval=1m30s --retries=3 CMD curl -f http://x/\nONBUILD RUN echo x\nMAINTAINER Jo <jo@x>\n";
+    assert_eq!(
+        history(src),
+        vec![
+            entry("ENV A=1 B=two words", true),
+            entry("LABEL a=b c d=e", true),
+            entry("USER 1app", true),
+            entry("EXPOSE [80/tcp 53/udp 8000/tcp 8001/tcp 80/tcp]", true),
+            entry("VOLUME [/data /1]", true),
+            entry("STOPSIGNAL SIGTERM", true),
+            entry("SHELL [/bin/bash -c]", true),
+            entry(r#"CMD ["/bin/bash" "-c" "echo \"hi\""]"#, true),
+            entry(r#"ENTRYPOINT ["/e" "x y"]"#, true),
+            entry("HEALTHCHECK {Test:[CMD-SHELL curl -f http://x/] Interval:1m30s Timeout:0s StartPeriod:0s StartInterval:0s Retries:3}", true),
+            entry("MAINTAINER Jo <jo@x>", true),
+        ]
+    );
+    assert_eq!(
+        history("FROM scratch\nHEALTHCHECK NONE\nCMD []\n"),
+        vec![
+            entry("HEALTHCHECK {Test:[NONE] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s Retries:0}", true),
+            entry("CMD []", true),
+        ]
+    );
+}
+
+// dispatchArg: the value is the build arg, else the expanded default, else the global ARG's
+// value; a bare name otherwise. One entry per instruction.
+#[test]
+fn history_of_args() {
+    let mut options = LowerOptions::default();
+    options.build_args.insert("B".into(), "cli".into());
+    let g = lower_with(
+        "ARG G=global\nFROM scratch\nARG A=1 B=2 C\nARG G\nARG D=${A}x\n",
+        &options,
+    )
+    .unwrap();
+    assert_eq!(
+        history_of(&g),
+        vec![
+            entry("ARG A=1 B=cli C", true),
+            entry("ARG G=global", true),
+            entry("ARG D=1x", true),
+        ]
+    );
+}
+
+// dispatchRun: `RUN ` + runCommandString(args after withShell, d.buildArgs, state env) and
+// commitToHistory(…, true, &d.state, …) adds ` # buildkit`.
+#[test]
+fn history_of_run() {
+    let h = history(
+        "FROM busybox\nRUN make\nARG V=1\nARG W\nENV V=env\nRUN [\"/bin/echo\", \"a b\"]\nSHELL [\"/bin/bash\", \"-eo\", \"pipefail\", \"-c\"]\nRUN make all\n",
+    );
+    assert_eq!(
+        h,
+        vec![
+            entry("RUN /bin/sh -c make # buildkit", false),
+            entry("ARG V=1", true),
+            entry("ARG W", true),
+            entry("ENV V=env", true),
+            entry("RUN |2 V=env W= /bin/echo a b # buildkit", false),
+            entry("SHELL [/bin/bash -eo pipefail -c]", true),
+            entry(
+                "RUN |2 V=env W= /bin/bash -eo pipefail -c make all # buildkit",
+                false
+            ),
+        ]
+    );
+}
+
+// dispatchRun with heredocs: a lone heredoc runs its chomped body, or `/dev/pipes/NAME`
+// (still through the shell) when it starts with `#!`; otherwise the command and the bodies.
+#[test]
+fn history_of_run_heredocs() {
+    let run_entry = |src: &str| history(src).pop().unwrap().0;
+    assert_eq!(
+        run_entry("FROM busybox\nRUN <<EOF\n#!/bin/bash\necho hi\nEOF\n"),
+        "RUN /bin/sh -c /dev/pipes/EOF # buildkit"
+    );
+    assert_eq!(
+        run_entry("FROM busybox\nRUN <<-EOF\n\t#!/bin/sh\n\techo hi\nEOF\n"),
+        "RUN /bin/sh -c /dev/pipes/EOF # buildkit"
+    );
+    assert_eq!(
+        run_entry("FROM busybox\nRUN <<-EOF\n\techo hi\nEOF\n"),
+        "RUN /bin/sh -c echo hi\n # buildkit"
+    );
+    assert_eq!(
+        run_entry("FROM busybox\nRUN cat <<EOF > /x\nhello\nEOF\n"),
+        "RUN /bin/sh -c cat <<EOF > /x\nhello\nEOF # buildkit"
+    );
+}
+
+// convert_copy.go's dispatchCopy: keyword, `--parents`, `--chown=`, `--chmod=`, the expanded
+// sources, ` <<NAME` per heredoc, the expanded destination as written, ` # buildkit`.
+#[test]
+fn history_of_copy_and_add() {
+    let src = "FROM scratch AS a\nFROM busybox\nARG D=/app\nWORKDIR /w\nCOPY --from=a --link --chown=${D}:1 --chmod=0755 --exclude=*.md src ${D}/ \nCOPY --parents a/./b ./\nCOPY <<EOF <<two x /etc/\nbody\nEOF\nbody2\ntwo\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 --keep-git-dir=true https://example.com/f.tgz rel\n";
+    let h = history(src);
+    assert_eq!(
+        h[2..],
+        vec![
+            entry(
+                "COPY --chown=/app:1 --chmod=0755 src /app/ # buildkit",
+                false
+            ),
+            entry("COPY --parents a/./b ./ # buildkit", false),
+            entry("COPY x <<EOF <<two /etc/ # buildkit", false),
+            entry("ADD https://example.com/f.tgz rel # buildkit", false),
+        ]
+    );
+}
+
+// dispatchWorkdir: `WORKDIR ` + the normalized path; a layer (a mkdir) unless it is `/`.
+#[test]
+fn history_of_workdir_and_layer_vertices() {
+    let g = lower_src("FROM busybox\nWORKDIR /a/\nWORKDIR b/../c\nWORKDIR /\nRUN true\n");
+    assert_eq!(
+        history_of(&g),
+        vec![
+            entry("WORKDIR /a", false),
+            entry("WORKDIR /a/c", false),
+            entry("WORKDIR /", true),
+            entry("RUN /bin/sh -c true # buildkit", false),
+        ]
+    );
+    let stage = &g.stages[&g.target];
+    // Every layer entry names a vertex of the stage, in order; empty ones none. `WORKDIR /`
+    // adds no vertex, so the stage's vertices are the base plus one per layer.
+    let layers: Vec<NodeIndex> = stage.history.iter().filter_map(|h| h.vertex).collect();
+    assert_eq!(layers, stage.vertices[1..]);
+    assert!(stage
+        .history
+        .iter()
+        .all(|h| h.vertex.is_some() != h.empty_layer));
+    assert_eq!(*layers.last().unwrap(), stage.head);
+    let json = g.to_json();
+    let entries = json["stages"][0]["history"].as_array().unwrap();
+    assert_eq!(entries[2]["vertex"], serde_json::Value::Null);
+    assert_eq!(entries[3]["vertex"], json["stages"][0]["head"]);
+    assert_eq!(entries[3]["empty_layer"], false);
+}
+
+// A stage built FROM another starts from its history and its ARGs (BuildKit's
+// dispatchState.init clones the base image, history included, and appends base.buildArgs);
+// ONBUILD triggers write the entries of the instructions they run.
+#[test]
+fn history_continues_across_stages_and_onbuild() {
+    let src = "FROM busybox AS base\nARG V=1\nRUN a\nONBUILD RUN b\nFROM base\nRUN c\n";
+    assert_eq!(
+        history(src),
+        vec![
+            entry("ARG V=1", true),
+            entry("RUN |1 V=1 /bin/sh -c a # buildkit", false),
+            entry("RUN |1 V=1 /bin/sh -c b # buildkit", false),
+            entry("RUN |1 V=1 /bin/sh -c c # buildkit", false),
+        ]
+    );
+}

@@ -3,6 +3,7 @@
 use petgraph::stable_graph::NodeIndex;
 
 use super::{at, Lowering, StageState};
+use crate::graph::history::{self, CopyEntry, HistoryStep};
 use crate::graph::op::{AddAction, CopyAction, Edge, ExecOp, FileOp, Op};
 use crate::graph::values::{check_chmod, resolve_in};
 use crate::graph::LowerError;
@@ -100,7 +101,13 @@ impl Lowering<'_> {
             platform: state.platform.clone(),
             heredocs: run.heredocs.clone(),
         });
-        self.push_step(state, instr, op, inputs);
+        let entry = history::run(
+            &buildkit_run_args(run, state.config.shell_or_default()),
+            &state.build_args,
+            &state.env,
+        );
+        let v = self.push_step(state, instr, op, inputs);
+        state.history.push(HistoryStep::layer(entry, v));
         Ok(())
     }
 
@@ -132,6 +139,8 @@ impl Lowering<'_> {
         Ok(mount)
     }
 
+    /// The copy, and its destination expanded but not yet resolved against WORKDIR (as the
+    /// history entry shows it).
     fn copy_action(
         &mut self,
         state: &StageState,
@@ -139,7 +148,7 @@ impl Lowering<'_> {
         spec: &CopySpec,
         from: Option<String>,
         parents: bool,
-    ) -> Result<CopyAction, LowerError> {
+    ) -> Result<(CopyAction, String), LowerError> {
         let paths: Vec<String> = spec
             .sources
             .iter()
@@ -160,7 +169,7 @@ impl Lowering<'_> {
             let kw = instr.keyword.to_ascii_uppercase();
             return Err(at(instr, format!("When using {kw} with more than one source file, the destination must be a directory and end with a /")));
         }
-        Ok(CopyAction {
+        let action = CopyAction {
             sources,
             dest: resolve_in(&state.config.working_dir, &dest),
             chown,
@@ -171,7 +180,8 @@ impl Lowering<'_> {
             from,
             user: state.config.user.clone(),
             heredocs: spec.heredocs.clone(),
-        })
+        };
+        Ok((action, dest))
     }
 
     /// The vertex a COPY/ADD reads from: `--from`, or the context paths it selects.
@@ -223,12 +233,22 @@ impl Lowering<'_> {
                 ));
             }
         }
-        let action = self.copy_action(state, instr, &copy.spec, from, copy.parents)?;
+        let (action, dest) = self.copy_action(state, instr, &copy.spec, from, copy.parents)?;
         let mut inputs = vec![(Edge::Rootfs, state.head)];
         if let Some(source) = self.copy_source(state, instr, &action, false)? {
             inputs.push((Edge::Source, source));
         }
-        self.push_step(state, instr, Op::File(FileOp::Copy(action)), inputs);
+        let entry = history::copy(&CopyEntry {
+            keyword: "COPY",
+            parents: copy.parents,
+            chown: action.chown.as_deref(),
+            chmod: copy.spec.chmod.as_deref(),
+            sources: &action.sources,
+            heredocs: &action.heredocs,
+            dest: &dest,
+        });
+        let v = self.push_step(state, instr, Op::File(FileOp::Copy(action)), inputs);
+        state.history.push(HistoryStep::layer(entry, v));
         Ok(())
     }
 
@@ -238,7 +258,7 @@ impl Lowering<'_> {
         instr: &Instruction,
         add: &Add,
     ) -> Result<(), LowerError> {
-        let copy = self.copy_action(state, instr, &add.spec, None, false)?;
+        let (copy, dest) = self.copy_action(state, instr, &add.spec, None, false)?;
         let checksum = self.expand_opt(state, instr, &add.checksum)?;
         if checksum.is_some() && !copy.sources.iter().all(|s| is_remote(s)) {
             return Err(at(
@@ -250,13 +270,23 @@ impl Lowering<'_> {
         if let Some(source) = self.copy_source(state, instr, &copy, true)? {
             inputs.push((Edge::Source, source));
         }
+        let entry = history::copy(&CopyEntry {
+            keyword: "ADD",
+            parents: false,
+            chown: copy.chown.as_deref(),
+            chmod: add.spec.chmod.as_deref(),
+            sources: &copy.sources,
+            heredocs: &copy.heredocs,
+            dest: &dest,
+        });
         let action = AddAction {
             copy,
             checksum,
             keep_git_dir: add.keep_git_dir,
             unpack: add.unpack,
         };
-        self.push_step(state, instr, Op::File(FileOp::Add(action)), inputs);
+        let v = self.push_step(state, instr, Op::File(FileOp::Add(action)), inputs);
+        state.history.push(HistoryStep::layer(entry, v));
         Ok(())
     }
 
@@ -274,12 +304,20 @@ impl Lowering<'_> {
             resolved
         };
         state.config.working_dir = resolved.clone();
+        let entry = format!("WORKDIR {resolved}");
+        // As BuildKit's dispatchWorkdir: `/` always exists, so it makes no mkdir and its
+        // history entry is an empty layer; any other directory is a layer.
+        if resolved == "/" {
+            state.history.push(HistoryStep::config(entry));
+            return Ok(());
+        }
         let op = Op::File(FileOp::Mkdir {
             path: resolved,
             user: state.config.user.clone(),
         });
         let inputs = vec![(Edge::Rootfs, state.head)];
-        self.push_step(state, instr, op, inputs);
+        let v = self.push_step(state, instr, op, inputs);
+        state.history.push(HistoryStep::layer(entry, v));
         Ok(())
     }
 
@@ -289,11 +327,12 @@ impl Lowering<'_> {
         instr: &Instruction,
         op: Op,
         inputs: Vec<(Edge, NodeIndex)>,
-    ) {
+    ) -> NodeIndex {
         let name = self.step_name(state, instr);
         let v = self.add_vertex(op, &inputs, name);
         state.head = v;
         state.vertices.push(v);
+        v
     }
 }
 
@@ -317,6 +356,34 @@ fn shell_script(command: &str, heredocs: &[Heredoc]) -> String {
         script.push_str(&doc.name);
     }
     script
+}
+
+/// The argv BuildKit's dispatchRun builds, which its history entry shows: a shell-form command
+/// goes through SHELL; a lone heredoc runs its (chomped) body, or `/dev/pipes/NAME` when that
+/// starts with `#!` — still through SHELL, as BuildKit keeps `PrependShell` there.
+fn buildkit_run_args(run: &Run, shell: Vec<String>) -> Vec<String> {
+    if !run.command.shell_form {
+        return run.command.args.clone();
+    }
+    let command = run.command.args.join(" ");
+    let script = match run.heredocs.as_slice() {
+        [doc] if is_only_heredoc(&command) => {
+            let data = if doc.chomp {
+                crate::parser::chomp_heredoc_content(&doc.content)
+            } else {
+                doc.content.clone()
+            };
+            if data.starts_with("#!") {
+                crate::graph::values::clean_path(&format!("/dev/pipes/{}", doc.name))
+            } else {
+                data
+            }
+        }
+        _ => shell_script(&command, &run.heredocs),
+    };
+    let mut argv = shell;
+    argv.push(script);
+    argv
 }
 
 /// The heredoc of a RUN that is only `<<EOF` and whose body starts with `#!`.
