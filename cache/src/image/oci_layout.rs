@@ -89,11 +89,14 @@ impl LayoutImage {
         })
     }
 
+    /// The names move from the annotations into the fields, so that writing the image again
+    /// gives the same index entry.
     fn from_index_entry(descriptor: &Descriptor) -> Self {
+        let mut descriptor = descriptor.clone();
         LayoutImage {
-            ref_name: descriptor.annotations.get(ANNOTATION_REF_NAME).cloned(),
-            image_name: descriptor.annotations.get(ANNOTATION_IMAGE_NAME).cloned(),
-            descriptor: descriptor.clone(),
+            ref_name: descriptor.annotations.remove(ANNOTATION_REF_NAME),
+            image_name: descriptor.annotations.remove(ANNOTATION_IMAGE_NAME),
+            descriptor,
         }
     }
 
