@@ -210,6 +210,10 @@ const HELLO: &[u8] = b"hello from rbuild\n";
 
 /// A one-layer image (`/hello.txt`) in `blobs`; returns its manifest and the layer's diff tar.
 fn tiny_image(blobs: &MemBlobs) -> (Blob<Manifest>, Vec<u8>) {
+    tiny_image_for(blobs, &Platform::new("linux", "amd64", None))
+}
+
+fn tiny_image_for(blobs: &MemBlobs, platform: &Platform) -> (Blob<Manifest>, Vec<u8>) {
     let mut tar = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(tar::EntryType::Regular);
@@ -223,7 +227,7 @@ fn tiny_image(blobs: &MemBlobs) -> (Blob<Manifest>, Vec<u8>) {
     let gz = gz.finish().unwrap();
     let gz_size = gz.len() as u64;
 
-    let mut config = ImageConfig::new_for(&Platform::new("linux", "amd64", None));
+    let mut config = ImageConfig::new_for(platform);
     config.created = Some("1970-01-01T00:00:00Z".into());
     config.config = Some(ContainerConfig {
         cmd: Some(vec!["/hello.txt".into()]),
@@ -345,6 +349,34 @@ fn oci_layout_round_trips_as_tar_and_dir() {
         .read_to_end(&mut read)
         .unwrap();
     assert_eq!(read, manifest.bytes());
+}
+
+#[test]
+fn multi_platform_index_round_trips_with_every_child_blob() {
+    let blobs = MemBlobs::new();
+    let mut children = Vec::new();
+    for platform in [
+        Platform::new("linux", "amd64", None),
+        Platform::new("linux", "arm", Some("v7")),
+    ] {
+        let (manifest, _) = tiny_image_for(&blobs, &platform);
+        let mut desc = manifest.descriptor(media_types::OCI_MANIFEST);
+        desc.platform = Some(platform);
+        children.push(desc);
+    }
+    let index = Blob::canonical(Index::new_oci(children)).unwrap();
+    blobs.insert(index.bytes().to_vec());
+    let image = LayoutImage::named(index.descriptor(media_types::OCI_INDEX), "app:multi").unwrap();
+    let bytes = oci_tar_bytes(std::slice::from_ref(&image), &blobs);
+    let back = MemBlobs::new();
+    let layout = read_oci_tar(&bytes[..], &back).unwrap();
+    assert_eq!(
+        layout.select(&Selector::Name("app:multi".into())).unwrap(),
+        image
+    );
+    // One index, two manifests, two configs, one shared layer.
+    assert_eq!(back.digests(), blobs.digests());
+    assert_eq!(back.digests().len(), 6);
 }
 
 #[test]

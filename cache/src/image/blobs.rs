@@ -144,7 +144,10 @@ impl<R: Read> Read for VerifyingReader<R> {
         }
         let want = match self.size {
             // One byte past the size, so that too-long content is noticed.
-            Some(size) => buf.len().min((size + 1 - self.hasher.len()) as usize),
+            Some(size) => {
+                let left = size.saturating_add(1) - self.hasher.len();
+                buf.len().min(usize::try_from(left).unwrap_or(usize::MAX))
+            }
             None => buf.len(),
         };
         let n = self.inner.read(&mut buf[..want])?;

@@ -147,7 +147,13 @@ fn walk(
     depth: usize,
     out: &mut BTreeMap<Digest, u64>,
 ) -> Result<(), LayoutError> {
-    if depth > MAX_DEPTH || out.insert(desc.digest, desc.size).is_some() {
+    if depth > MAX_DEPTH {
+        return Err(LayoutError::Invalid {
+            layout: "(being written)".to_string(),
+            reason: format!("indexes nest deeper than {MAX_DEPTH} at {}", desc.digest),
+        });
+    }
+    if out.insert(desc.digest, desc.size).is_some() {
         return Ok(());
     }
     let read = || {
