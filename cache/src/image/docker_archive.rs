@@ -179,8 +179,7 @@ fn plan_image(
     image: &ArchiveImage,
     source: &dyn BlobSource,
 ) -> Result<(), ArchiveError> {
-    let manifest = image.manifest.value();
-    let cd = &manifest.config;
+    let cd = &image.manifest.value().config;
     let config_bytes =
         read_small(source, &cd.digest, cd.size).map_err(|source| ArchiveError::Blob {
             digest: cd.digest,
@@ -189,6 +188,32 @@ fn plan_image(
     let config = Blob::<ImageConfig>::parse(config_bytes)?;
     validate(&image.manifest, &config)?;
     let diff_ids = &config.value().rootfs.diff_ids;
+    let layers = plan_layers(plan, image.manifest.value(), diff_ids, source)?;
+    let oci = Blob::canonical(Manifest::new_oci(config.descriptor(OCI_CONFIG), layers))?;
+    let mut descriptor = oci.descriptor(oci.value().descriptor_media_type());
+    descriptor.platform = Some(config.value().platform());
+    let tags = add_names(plan, image, &descriptor, diff_ids.last())?;
+    plan.items.push(ManifestItem {
+        config: blob_path(&config.digest()),
+        repo_tags: (!tags.is_empty()).then_some(tags),
+        layers: diff_ids.iter().map(blob_path).collect(),
+        extra: BTreeMap::new(),
+    });
+    let config_path = blob_path(&config.digest());
+    plan.files
+        .insert(config_path, Entry::Bytes(config.into_bytes()));
+    plan.files
+        .insert(blob_path(&oci.digest()), Entry::Bytes(oci.into_bytes()));
+    Ok(())
+}
+
+/// One decompressed layer entry per diffID (shared layers once); their OCI descriptors.
+fn plan_layers(
+    plan: &mut Plan,
+    manifest: &Manifest,
+    diff_ids: &[Digest],
+    source: &dyn BlobSource,
+) -> Result<Vec<Descriptor>, ArchiveError> {
     let mut layers = Vec::new();
     for (index, (blob, diff_id)) in manifest.layers.iter().zip(diff_ids).enumerate() {
         let size = match plan.files.get(&blob_path(diff_id)) {
@@ -199,58 +224,33 @@ fn plan_image(
                 source,
             })?,
         };
-        plan.files.insert(
-            blob_path(diff_id),
-            Entry::Layer {
-                blob: (blob.digest, blob.size),
-                diff_id: *diff_id,
-                size,
-            },
-        );
+        let entry = Entry::Layer {
+            blob: (blob.digest, blob.size),
+            diff_id: *diff_id,
+            size,
+        };
+        plan.files.insert(blob_path(diff_id), entry);
         layers.push(Descriptor::new(OCI_LAYER, *diff_id, size));
     }
-    let oci = Blob::canonical(Manifest::new_oci(config.descriptor(OCI_CONFIG), layers))?;
-    let mut descriptor = oci.descriptor(oci.value().descriptor_media_type());
-    descriptor.platform = Some(config.value().platform());
-    add_names(plan, image, &descriptor, diff_ids.last())?;
-    plan.items.push(ManifestItem {
-        config: blob_path(&config.digest()),
-        repo_tags: None,
-        layers: diff_ids.iter().map(blob_path).collect(),
-        extra: BTreeMap::new(),
-    });
-    let tags: Vec<String> = image
-        .names
-        .iter()
-        .filter_map(|n| n.parse::<ImageName>().ok())
-        .filter(|n| n.tag_or_latest().is_some())
-        .map(|n| n.familiar())
-        .collect();
-    plan.items.last_mut().expect("just pushed").repo_tags = (!tags.is_empty()).then_some(tags);
-    plan.files.insert(
-        blob_path(&config.digest()),
-        Entry::Bytes(config.into_bytes()),
-    );
-    plan.files
-        .insert(blob_path(&oci.digest()), Entry::Bytes(oci.into_bytes()));
-    Ok(())
+    Ok(layers)
 }
 
-/// Index entries and `repositories` lines for the image's names. Names with only a digest are
-/// skipped, as Docker skips them: they cannot be loaded as tags.
+/// Index entries and `repositories` lines for the image's names; returns the `RepoTags`
+/// (Docker's short names). Names with only a digest are skipped, as Docker skips them: they
+/// cannot be loaded as tags.
 fn add_names(
     plan: &mut Plan,
     image: &ArchiveImage,
     descriptor: &Descriptor,
     top_layer: Option<&Digest>,
-) -> Result<(), ArchiveError> {
-    let mut named = false;
+) -> Result<Vec<String>, ArchiveError> {
+    let mut tags = Vec::new();
     for name in &image.names {
         let parsed: ImageName = name.parse()?;
         let Some(tag) = parsed.tag_or_latest() else {
             continue;
         };
-        named = true;
+        tags.push(parsed.familiar());
         plan.index
             .push(LayoutImage::named(descriptor.clone(), name)?);
         // Docker writes the top layer's v1 ID here; rbuild has no v1 IDs, so it writes the top
@@ -261,12 +261,12 @@ fn add_names(
             .or_default()
             .insert(tag.to_string(), top);
     }
-    if !named {
+    if tags.is_empty() {
         // Docker lists only tagged images in index.json; an unnamed entry keeps the OCI part
         // usable (`skopeo copy oci-archive:…`) for untagged saves too.
         plan.index.push(LayoutImage::unnamed(descriptor.clone()));
     }
-    Ok(())
+    Ok(tags)
 }
 
 /// The decompressed layer `blob`.
