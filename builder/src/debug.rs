@@ -58,7 +58,7 @@ pub fn lower_options(
 }
 
 /// Writes to stdout; a reader that went away (`rbuild debug ast | head -1`) is not an error.
-fn print_stdout(text: &str) -> anyhow::Result<()> {
+pub fn print_stdout(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),

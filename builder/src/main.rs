@@ -3,23 +3,26 @@
 //! Exit codes: 0 success, 1 any error (a located diagnostic or `error: …` on stderr), 2 a
 //! command-line usage error (clap's convention).
 
+mod bases;
 mod build;
 mod cli;
 mod debug;
+mod export;
+mod images;
+mod output;
 mod source;
+mod state;
+mod timestamp;
 
 use std::process::ExitCode;
 
 use cli::{Cli, Command};
 use source::Reported;
+use state::{Access, State};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
-    let result = match &cli.command {
-        Command::Build(args) => build::run(args),
-        Command::Debug(command) => debug::run(command),
-    };
-    match result {
+    match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             match err.downcast_ref::<Reported>() {
@@ -28,5 +31,20 @@ fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let root = cli.root.as_deref();
+    let open = |access| State::open(root, access);
+    match &cli.command {
+        Command::Build(args) => build::run(root, args),
+        Command::Images(args) => images::images(&open(Access::Shared)?, args),
+        Command::Rmi(args) => images::rmi(&open(Access::Shared)?, args),
+        Command::Load(args) => images::load(&open(Access::Shared)?, args),
+        Command::Save(args) => images::save(&open(Access::Shared)?, args),
+        Command::Du => images::du(&open(Access::Shared)?),
+        Command::Prune => images::prune(&open(Access::Exclusive)?),
+        Command::Debug(command) => debug::run(command),
     }
 }

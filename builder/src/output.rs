@@ -12,9 +12,17 @@ pub enum Output {
     /// The local image store (buildx's `type=image`, and the default).
     Image { names: Vec<String>, push: bool },
     /// An OCI image layout, in a tar (default) or a directory (`tar=false`).
-    Oci { dest: Destination, tar: bool },
+    Oci {
+        dest: Destination,
+        tar: bool,
+        names: Vec<String>,
+    },
     /// A docker-archive tar, as `docker save` writes and `docker load` reads.
-    Docker { dest: Destination, tar: bool },
+    Docker {
+        dest: Destination,
+        tar: bool,
+        names: Vec<String>,
+    },
     /// The rootfs, as files in a directory.
     Local { dest: PathBuf },
     /// The rootfs, as one tar.
@@ -80,7 +88,7 @@ impl OutputSpec {
         let options = output_options(&mut attrs).map_err(fail)?;
         let output = match kind.as_str() {
             "image" | "registry" => image_output(&kind, &mut attrs, tags).map_err(fail)?,
-            "oci" | "docker" => archive_output(&kind, &mut attrs).map_err(fail)?,
+            "oci" | "docker" => archive_output(&kind, &mut attrs, tags).map_err(fail)?,
             "local" => Output::Local {
                 dest: PathBuf::from(required_dest(&mut attrs).map_err(fail)?),
             },
@@ -155,10 +163,7 @@ fn image_output(
     attrs: &mut BTreeMap<String, String>,
     tags: &[String],
 ) -> Result<Output, String> {
-    let names = match attrs.remove("name") {
-        Some(names) => names.split(',').map(str::to_string).collect(),
-        None => tags.to_vec(),
-    };
+    let names = names_attribute(attrs, tags);
     let push = match attrs.remove("push") {
         Some(v) => boolean("push", &v)?,
         None => kind == "registry",
@@ -166,7 +171,11 @@ fn image_output(
     Ok(Output::Image { names, push })
 }
 
-fn archive_output(kind: &str, attrs: &mut BTreeMap<String, String>) -> Result<Output, String> {
+fn archive_output(
+    kind: &str,
+    attrs: &mut BTreeMap<String, String>,
+    tags: &[String],
+) -> Result<Output, String> {
     let tar = match attrs.remove("tar") {
         Some(v) => boolean("tar", &v)?,
         None => true,
@@ -176,12 +185,20 @@ fn archive_output(kind: &str, attrs: &mut BTreeMap<String, String>) -> Result<Ou
         return Err("tar=false writes a directory, so dest cannot be `-`".into());
     }
     // The names go into the archive's index; `-t` gives them unless `name=` does.
-    attrs.remove("name");
+    let names = names_attribute(attrs, tags);
     let dest = destination(dest);
     Ok(match kind {
-        "oci" => Output::Oci { dest, tar },
-        _ => Output::Docker { dest, tar },
+        "oci" => Output::Oci { dest, tar, names },
+        _ => Output::Docker { dest, tar, names },
     })
+}
+
+/// `name=a,b` (quoted in the CSV) or else the `-t` names.
+fn names_attribute(attrs: &mut BTreeMap<String, String>, tags: &[String]) -> Vec<String> {
+    match attrs.remove("name") {
+        Some(names) => names.split(',').map(str::to_string).collect(),
+        None => tags.to_vec(),
+    }
 }
 
 fn required_dest(attrs: &mut BTreeMap<String, String>) -> Result<String, String> {
@@ -237,14 +254,16 @@ mod tests {
             parse("type=oci,dest=o.tar").unwrap(),
             Output::Oci {
                 dest: Destination::Path("o.tar".into()),
-                tar: true
+                tar: true,
+                names: vec!["app:1.0".into()]
             }
         );
         assert_eq!(
             parse("type=docker,dest=d,tar=false").unwrap(),
             Output::Docker {
                 dest: Destination::Path("d".into()),
-                tar: false
+                tar: false,
+                names: vec!["app:1.0".into()]
             }
         );
         assert_eq!(

@@ -72,7 +72,17 @@ impl Source {
         dockerfile: &Dockerfile,
         options: &LowerOptions,
     ) -> anyhow::Result<BuildGraph> {
-        let graph = graph::lower(dockerfile, options, &NoBaseImages).map_err(|err| {
+        self.lower_with(dockerfile, options, &NoBaseImages)
+    }
+
+    /// Lowers with base image configs from `bases` (the builder's image sources).
+    pub fn lower_with(
+        &self,
+        dockerfile: &Dockerfile,
+        options: &LowerOptions,
+        bases: &dyn graph::BaseImages,
+    ) -> anyhow::Result<BuildGraph> {
+        let graph = graph::lower(dockerfile, options, bases).map_err(|err| {
             let (line, column) = err.location();
             Reported(diagnostic::render(
                 &self.name,

@@ -5,6 +5,9 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::LazyLock;
+
+use regex::Regex;
 
 use super::ImageError;
 use crate::Digest;
@@ -72,52 +75,95 @@ impl ImageName {
 impl FromStr for ImageName {
     type Err = ImageError;
 
+    /// distribution/reference's grammar and `ParseNormalizedNamed` defaults.
     fn from_str(s: &str) -> Result<Self, ImageError> {
-        let bad = |reason: &str| ImageError::BadReference {
+        let bad = |reason: String| ImageError::BadReference {
             reference: s.to_string(),
-            reason: reason.to_string(),
+            reason,
         };
         let (rest, digest) = match s.split_once('@') {
-            Some((rest, d)) => (rest, Some(d.parse().map_err(|e| bad(&format!("{e}")))?)),
+            Some((rest, d)) => (rest, Some(d.parse().map_err(|e| bad(format!("{e}")))?)),
             None => (s, None),
         };
-        let (rest, tag) = match rest.rsplit_once(':') {
-            Some((name, tag)) if !tag.contains('/') => (name, Some(tag.to_string())),
-            _ => (rest, None),
+        // A tag follows the last ':' after the last '/', so `host:5000/app` has none.
+        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match rest[last_slash..].rfind(':') {
+            Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+            None => (rest, None),
         };
-        let (domain, path) = match rest.split_once('/') {
-            Some((first, path)) if first.contains(['.', ':']) || first == "localhost" => {
-                (first.to_string(), path.to_string())
+        if let Some(tag) = tag {
+            if !TAG.is_match(tag) {
+                return Err(bad(format!(
+                    "tag {tag:?} must be 1-128 letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+                )));
             }
-            _ => (DOCKER_HUB.to_string(), rest.to_string()),
-        };
-        let path = if domain == DOCKER_HUB && !path.contains('/') {
-            format!("library/{path}")
-        } else {
-            path
-        };
-        check_parts(&path, tag.as_deref()).map_err(bad)?;
+        }
+        let (domain, path) = split_domain(name);
+        check_name(&domain, &path).map_err(bad)?;
         Ok(ImageName {
             domain,
             path,
-            tag,
+            tag: tag.map(str::to_string),
             digest,
         })
     }
 }
 
-fn check_parts(path: &str, tag: Option<&str>) -> Result<(), &'static str> {
-    let path_ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c);
-    if path.is_empty() || path.split('/').any(str::is_empty) || !path.chars().all(path_ok) {
-        return Err("repository must be lowercase letters, digits, '.', '_', '-' and '/'");
-    }
-    let tag_ok = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
-    match tag {
-        Some(t) if t.is_empty() || t.len() > 128 || !t.chars().all(tag_ok) => {
-            Err("tag must be 1-128 letters, digits, '.', '_' or '-'")
+static PATH_COMPONENT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$").expect("valid"));
+static DOMAIN: LazyLock<Regex> = LazyLock::new(|| {
+    let label = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
+    Regex::new(&format!(
+        r"^(?:{label}(?:\.{label})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?$"
+    ))
+    .expect("valid")
+});
+static TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[\w][\w.-]{0,127}$").expect("valid"));
+
+/// distribution/reference limits the name (domain and path) to 255 characters.
+const NAME_TOTAL_LENGTH_MAX: usize = 255;
+
+/// Docker's rule: the first component is a registry only if it has a `.` or a `:`, is
+/// `localhost`, or has uppercase letters (which a repository path never has).
+fn split_domain(name: &str) -> (String, String) {
+    let (domain, path) = match name.split_once('/') {
+        Some((first, rest))
+            if first.contains(['.', ':'])
+                || first == "localhost"
+                || first.to_lowercase() != first =>
+        {
+            (first.to_string(), rest.to_string())
         }
-        _ => Ok(()),
+        _ => (DOCKER_HUB.to_string(), name.to_string()),
+    };
+    let domain = match domain.as_str() {
+        "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
+        _ => domain,
+    };
+    let path = if domain == DOCKER_HUB && !path.contains('/') {
+        format!("library/{path}")
+    } else {
+        path
+    };
+    (domain, path)
+}
+
+fn check_name(domain: &str, path: &str) -> Result<(), String> {
+    if path.to_lowercase() != path {
+        return Err(format!("repository name ({path}) must be lowercase"));
     }
+    if !DOMAIN.is_match(domain) {
+        return Err(format!("{domain:?} is not a valid registry host"));
+    }
+    if !path.split('/').all(|c| PATH_COMPONENT.is_match(c)) {
+        return Err(format!(
+            "repository {path:?} must be '/'-separated components of lowercase letters and digits, joined by '.', '_', '__' or '-'"
+        ));
+    }
+    if domain.len() + 1 + path.len() > NAME_TOTAL_LENGTH_MAX {
+        return Err("the repository name is longer than 255 characters".to_string());
+    }
+    Ok(())
 }
 
 impl fmt::Display for ImageName {
@@ -153,6 +199,17 @@ mod tests {
             assert_eq!((n.full().as_str(), n.familiar().as_str()), (full, familiar));
         }
         assert!("App:1".parse::<ImageName>().is_err());
+        for bad in ["a:b:c", "app:-x", "a//b", "", "app@sha256:12", "up/X"] {
+            assert!(bad.parse::<ImageName>().is_err(), "{bad} should be refused");
+        }
+        let n: ImageName = "index.docker.io/app".parse().unwrap();
+        assert_eq!(n.full(), "docker.io/library/app:latest");
+        let n: ImageName = "Host.io/app".parse().unwrap();
+        assert_eq!(n.domain, "Host.io");
+        let n: ImageName = "127.0.0.1:5000/a/b:v2".parse().unwrap();
+        assert_eq!((n.domain.as_str(), n.path.as_str()), ("127.0.0.1:5000", "a/b"));
+        let long = format!("{}:1", "a".repeat(300));
+        assert!(long.parse::<ImageName>().is_err());
         assert!("app:".parse::<ImageName>().is_err());
         let d = Digest::of(b"x");
         let n: ImageName = format!("app@{d}").parse().unwrap();

@@ -9,6 +9,7 @@
 //!
 //! `ingest/` sits beside `blobs/` so both are on one filesystem and the rename is atomic.
 
+mod image_blobs;
 mod maintenance;
 mod writer;
 

@@ -1,0 +1,192 @@
+//! Exporters: an image already in the content store goes to the local image store (names),
+//! an OCI layout (tar or directory), a docker archive, or its rootfs (directory or tar).
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use rbuild_cache::db::ImageRecord;
+use rbuild_cache::image::docker_archive::{write_docker_archive, ArchiveImage};
+use rbuild_cache::image::oci_layout::{write_oci_dir, write_oci_tar, LayoutImage};
+use rbuild_cache::image::{media_types, Blob, Descriptor, ImageName, Manifest};
+use rbuild_cache::layer::{apply_layer, ApplyOptions, WhiteoutMode};
+use rbuild_cache::layer::{write_layer, ChangeSet, Compression, LayerOptions};
+
+use crate::output::Destination;
+use crate::state::State;
+
+/// Points each name at the image (replacing what it named before).
+pub fn tag(state: &State, image: &Descriptor, names: &[String]) -> anyhow::Result<()> {
+    let record = ImageRecord {
+        digest: image.digest,
+        media_type: image.media_type.clone(),
+        size: image.size,
+        created_at: unix_now(),
+    };
+    for name in names {
+        state.db.set_image(&store_name(name)?, &record)?;
+    }
+    Ok(())
+}
+
+/// The name the store keeps: `app` → `docker.io/library/app:latest`.
+pub fn store_name(name: &str) -> anyhow::Result<String> {
+    let parsed: ImageName = name.parse()?;
+    if parsed.digest.is_some() {
+        bail!("{name:?}: a name with a digest cannot tag an image in the local store");
+    }
+    Ok(parsed.full())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// An OCI layout of the images; the first name of each image becomes its ref name.
+pub fn write_oci(
+    state: &State,
+    images: &[(Descriptor, Vec<String>)],
+    dest: &Destination,
+    tar: bool,
+) -> anyhow::Result<()> {
+    let entries = images
+        .iter()
+        .map(|(descriptor, names)| match names.first() {
+            Some(name) => LayoutImage::named(descriptor.clone(), name),
+            None => Ok(LayoutImage::unnamed(descriptor.clone())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if !tar {
+        let Destination::Path(dir) = dest else {
+            bail!("an OCI layout directory needs a path, not stdout");
+        };
+        write_oci_dir(dir, &entries, &state.content)
+            .with_context(|| format!("writing the OCI layout {}", dir.display()))?;
+        return Ok(());
+    }
+    write_to(dest, |w| {
+        write_oci_tar(w, &entries, &state.content)?;
+        Ok(())
+    })
+}
+
+/// A docker archive (`docker load` input); single-platform manifests only, as Docker's format.
+pub fn write_docker(
+    state: &State,
+    images: &[(Descriptor, Vec<String>)],
+    dest: &Destination,
+) -> anyhow::Result<()> {
+    let mut archive = Vec::new();
+    for (descriptor, names) in images {
+        let manifest = read_manifest(state, descriptor)?;
+        let names = names
+            .iter()
+            .map(|n| Ok(n.parse::<ImageName>()?.familiar()))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        archive.push(ArchiveImage { manifest, names });
+    }
+    write_to(dest, |w| {
+        write_docker_archive(w, &archive, &state.content)?;
+        Ok(())
+    })
+}
+
+/// The manifest a single-platform descriptor names; an index is refused with the reason.
+pub fn read_manifest(state: &State, descriptor: &Descriptor) -> anyhow::Result<Blob<Manifest>> {
+    if media_types::is_index(&descriptor.media_type) {
+        bail!(
+            "{} is a multi-platform index; this output holds one platform (use type=oci)",
+            descriptor.digest
+        );
+    }
+    let bytes = state.content.read(&descriptor.digest)?;
+    Ok(Blob::parse(bytes)?)
+}
+
+/// The rootfs: every layer applied in order onto `dir` (created if missing).
+pub fn write_rootfs_dir(state: &State, descriptor: &Descriptor, dir: &Path) -> anyhow::Result<()> {
+    let manifest = read_manifest(state, descriptor)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let options = ApplyOptions {
+        whiteouts: WhiteoutMode::Apply,
+        same_owner: rustix::process::geteuid().is_root(),
+    };
+    for layer in &manifest.value().layers {
+        let blob = state.content.open_blob(&layer.digest)?;
+        apply_layer(io::BufReader::new(blob), dir, &options, None)
+            .with_context(|| format!("applying layer {} onto {}", layer.digest, dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The rootfs as one tar: unpacked in the state root's scratch space, then written in layer
+/// order, so the tar is the same whatever the layers looked like.
+pub fn write_rootfs_tar(
+    state: &State,
+    descriptor: &Descriptor,
+    dest: &Destination,
+) -> anyhow::Result<()> {
+    let scratch = state.temp_dir()?;
+    let rootfs = scratch.path().join("rootfs");
+    write_rootfs_dir(state, descriptor, &rootfs)?;
+    let changes = ChangeSet::from_dir(&rootfs)?;
+    let options = LayerOptions {
+        compression: Compression::None,
+        threads: 1,
+        source_date_epoch: None,
+    };
+    write_to(dest, |w| {
+        write_layer(&changes, w, &options)?;
+        Ok(())
+    })
+}
+
+/// Writes a file atomically (temp file beside it, renamed when complete) or streams to stdout.
+pub fn write_to(
+    dest: &Destination,
+    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    match dest {
+        Destination::Stdout => {
+            let mut out = BufWriter::new(io::stdout().lock());
+            write(&mut out)?;
+            out.flush().context("writing to stdout")
+        }
+        Destination::Path(path) => write_file_atomically(path, write),
+    }
+}
+
+fn write_file_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let temp = tempfile::Builder::new()
+        .prefix(".rbuild-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, temp);
+    write(&mut out).with_context(|| format!("writing {}", path.display()))?;
+    let temp = out
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("writing {}", path.display()))?;
+    temp.as_file()
+        .sync_all()
+        .with_context(|| format!("syncing {}", path.display()))?;
+    temp.persist(path)
+        .with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+/// Opens `path` for reading, naming it in the error.
+pub fn open_input(path: &Path) -> anyhow::Result<File> {
+    File::open(path).with_context(|| format!("opening {}", path.display()))
+}

@@ -1,0 +1,215 @@
+//! `rbuild images`, `rmi`, `du`, `prune`.
+
+use std::collections::BTreeSet;
+
+use anyhow::bail;
+use rbuild_cache::Digest;
+
+use super::{find, image_id, reachable};
+use crate::cli::{ImagesArgs, RmiArgs};
+use rbuild_cache::image::ImageName;
+use crate::state::State;
+
+pub fn images(state: &State, args: &ImagesArgs) -> anyhow::Result<()> {
+    let mut out = String::new();
+    if !args.quiet {
+        out.push_str(&format!(
+            "{:<40} {:<16} {:<14} {:<22} {}\n",
+            "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
+        ));
+    }
+    for (name, record) in state.db.images()? {
+        let id = image_id(state, &record)?;
+        let id = if args.no_trunc {
+            id.to_string()
+        } else {
+            id.hex()[..12].to_string()
+        };
+        if args.quiet {
+            out.push_str(&format!("{id}\n"));
+            continue;
+        }
+        let (repository, tag) = split_name(&name);
+        let mut blobs = BTreeSet::new();
+        reachable(state, &record, &mut blobs)?;
+        let size: u64 = blobs
+            .iter()
+            .filter_map(|d| state.content.size(d).ok())
+            .sum();
+        let created = crate::timestamp::utc_date(record.created_at);
+        out.push_str(&format!(
+            "{repository:<40} {tag:<16} {id:<14} {created:<22} {}\n",
+            human_size(size)
+        ));
+    }
+    crate::debug::print_stdout(&out)
+}
+
+/// `docker.io/library/app:1.0` → (`app`, `1.0`), as `docker images` shows names.
+fn split_name(name: &str) -> (String, String) {
+    match name.parse::<ImageName>() {
+        Ok(r) => {
+            let tag = r.tag.clone().unwrap_or_else(|| "<none>".to_string());
+            (r.familiar_repository(), tag)
+        }
+        Err(_) => (name.to_string(), "<none>".to_string()),
+    }
+}
+
+pub fn rmi(state: &State, args: &RmiArgs) -> anyhow::Result<()> {
+    let mut failed = Vec::new();
+    for name in &args.names {
+        match find(state, name) {
+            Ok((full, _)) => {
+                state.db.remove_image(&full)?;
+                println!("Untagged: {name}");
+            }
+            Err(e) => failed.push(format!("{e}")),
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(())
+}
+
+/// What the store holds and what prune would free.
+pub struct Usage {
+    pub images: usize,
+    pub blobs: usize,
+    pub bytes: u64,
+    pub unreferenced: Vec<(Digest, u64)>,
+}
+
+pub fn usage(state: &State) -> anyhow::Result<Usage> {
+    let images = state.db.images()?;
+    let mut live = BTreeSet::new();
+    for (_, record) in &images {
+        reachable(state, record, &mut live)?;
+    }
+    let blobs = state.content.list()?;
+    let unreferenced = blobs
+        .iter()
+        .filter(|b| !live.contains(&b.digest))
+        .map(|b| (b.digest, b.size))
+        .collect();
+    Ok(Usage {
+        images: images.len(),
+        blobs: blobs.len(),
+        bytes: blobs.iter().map(|b| b.size).sum(),
+        unreferenced,
+    })
+}
+
+pub fn du(state: &State) -> anyhow::Result<()> {
+    let u = usage(state)?;
+    let reclaimable: u64 = u.unreferenced.iter().map(|(_, s)| s).sum();
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:<8} {:>8} {:>8} {:>10} {:>12}\n",
+        "TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"
+    ));
+    out.push_str(&format!(
+        "{:<8} {:>8} {:>8} {:>10} {:>12}\n",
+        "Images", u.images, u.images, "-", "-"
+    ));
+    out.push_str(&format!(
+        "{:<8} {:>8} {:>8} {:>10} {:>12}\n",
+        "Blobs",
+        u.blobs,
+        u.blobs - u.unreferenced.len(),
+        human_size(u.bytes),
+        human_size(reclaimable)
+    ));
+    crate::debug::print_stdout(&out)
+}
+
+/// Needs the exclusive lock: no build may be writing blobs it has not named yet.
+pub fn prune(state: &State) -> anyhow::Result<()> {
+    let u = usage(state)?;
+    let mut freed = 0;
+    for (digest, size) in &u.unreferenced {
+        if state.content.remove(digest)? {
+            freed += size;
+        }
+        state.db.forget_blob(digest)?;
+    }
+    let temps = state.content.clean_ingest()?;
+    for dir in ["content/corrupt", "tmp"] {
+        remove_children(&state.root.join(dir))?;
+    }
+    println!(
+        "Deleted {} blobs ({} temporary files); reclaimed {}",
+        u.unreferenced.len(),
+        temps,
+        human_size(freed)
+    );
+    Ok(())
+}
+
+fn remove_children(dir: &std::path::Path) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|e| anyhow::anyhow!("removing {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Docker's sizes: three significant digits, decimal units (`12.3MB`).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let digits = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let text = format!("{value:.digits$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    };
+    format!("{text}{}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_dockers() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1234), "1.23kB");
+        assert_eq!(human_size(12_345_678), "12.3MB");
+        assert_eq!(human_size(100_000), "100kB");
+    }
+
+    #[test]
+    fn names_split_as_docker_images_shows_them() {
+        assert_eq!(
+            split_name("docker.io/library/app:1.0"),
+            ("app".to_string(), "1.0".to_string())
+        );
+        assert_eq!(
+            split_name("127.0.0.1:5000/x/y:v"),
+            ("127.0.0.1:5000/x/y".to_string(), "v".to_string())
+        );
+    }
+}

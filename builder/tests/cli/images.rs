@@ -1,0 +1,336 @@
+//! The local image store and the outputs: load, save, images, rmi, du, prune, and every
+//! `--output` type, checked with the tools other people use (skopeo, umoci, tar).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
+
+use rbuild_cache::image::oci_layout::{write_oci_tar, LayoutImage};
+use rbuild_cache::image::{media_types, Blob, Descriptor, ImageConfig, Manifest, MemBlobs, Platform};
+use rbuild_cache::layer::{write_layer, ChangeSet, Compression, LayerOptions};
+use rbuild_cache::Digest;
+use tempfile::TempDir;
+
+use crate::util::{rbuild, require_tool, run};
+
+/// A two-layer image made with the library (not with rbuild's CLI), written as an OCI tar.
+struct BaseImage {
+    tar: PathBuf,
+    manifest: Digest,
+    config: Digest,
+}
+
+fn make_base_image(dir: &Path, name: &str) -> BaseImage {
+    let blobs = MemBlobs::new();
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (i, files) in [
+        vec![("etc/os-release", "ID=rbuild-test\n"), ("bin/tool", "#!/bin/sh\n")],
+        vec![("app/data.txt", "hello from layer two\n")],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let tree = dir.join(format!("layer{i}"));
+        for (path, content) in files {
+            let p = tree.join(path);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, content).unwrap();
+        }
+        let changes = ChangeSet::from_dir(&tree).unwrap();
+        let mut out = Vec::new();
+        let info = write_layer(
+            &changes,
+            &mut out,
+            &LayerOptions {
+                compression: Compression::Gzip,
+                threads: 1,
+                source_date_epoch: Some(0),
+            },
+        )
+        .unwrap();
+        assert_eq!(blobs.insert(out), info.blob_digest);
+        layers.push(Descriptor::new(info.media_type(), info.blob_digest, info.size));
+        diff_ids.push(info.diff_id);
+    }
+    let mut config = ImageConfig::new_for(&Platform::new("linux", host_arch(), None));
+    config.rootfs.diff_ids = diff_ids;
+    config.created = Some("2024-01-01T00:00:00Z".to_string());
+    let config = Blob::canonical(config).unwrap();
+    blobs.insert(config.bytes().to_vec());
+    let manifest = Manifest::new_oci(config.descriptor(media_types::OCI_CONFIG), layers);
+    let manifest = Blob::canonical(manifest).unwrap();
+    blobs.insert(manifest.bytes().to_vec());
+    let image = LayoutImage::named(manifest.descriptor(media_types::OCI_MANIFEST), name).unwrap();
+    let tar = dir.join("base.tar");
+    write_oci_tar(fs::File::create(&tar).unwrap(), &[image], &blobs).unwrap();
+    BaseImage {
+        tar,
+        manifest: manifest.digest(),
+        config: config.digest(),
+    }
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// A work dir with a state root, and the base image loaded as `base:1`.
+struct Workspace {
+    dir: TempDir,
+    base: BaseImage,
+}
+
+impl Workspace {
+    fn new() -> Workspace {
+        let dir = TempDir::new().unwrap();
+        let base = make_base_image(dir.path(), "base:1");
+        let ws = Workspace { dir, base };
+        let out = run(ws.rbuild().args(["load", "-i"]).arg(&ws.base.tar));
+        assert_eq!(out.code, 0, "{out}");
+        assert_eq!(out.stdout, "Loaded image: base:1\n", "{out}");
+        ws
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn rbuild(&self) -> assert_cmd::Command {
+        let mut cmd = rbuild(self.path());
+        cmd.env("RBUILD_ROOT", self.path().join("root"));
+        cmd
+    }
+
+    /// Builds `dockerfile` in a context of its own with extra arguments.
+    fn build(&self, dockerfile: &str, args: &[&str]) -> crate::util::Output {
+        let ctx = self.path().join("ctx");
+        fs::create_dir_all(&ctx).unwrap();
+        fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        run(self.rbuild().arg("build").args(args).arg("ctx"))
+    }
+
+    fn blob_files(&self) -> BTreeSet<String> {
+        let dir = self.path().join("root/content/blobs/sha256");
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+const APP: &str = "FROM base:1\nENV GREETING=hi\nLABEL org.example=yes\nCMD [\"/bin/tool\"]\n";
+
+fn config_of(oci_dir: &Path) -> serde_json::Value {
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(oci_dir.join("index.json")).unwrap()).unwrap();
+    let manifest = blob_json(oci_dir, index["manifests"][0]["digest"].as_str().unwrap());
+    blob_json(oci_dir, manifest["config"]["digest"].as_str().unwrap())
+}
+
+fn blob_json(oci_dir: &Path, digest: &str) -> serde_json::Value {
+    let path = oci_dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_build_goes_to_the_store_with_the_config_and_history_buildkit_writes() {
+    let ws = Workspace::new();
+    let out = ws.build(APP, &["-t", "app:1.0", "--label", "from=cli"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("naming to docker.io/library/app:1.0 done"), "{out}");
+    let out = run(ws.rbuild().args(["images"]));
+    assert!(out.stdout.lines().any(|l| l.starts_with("app ") && l.contains(" 1.0 ")), "{out}");
+    let out = run(ws.rbuild().args(["save", "app:1.0", "-o", "app.tar"]));
+    assert_eq!(out.code, 0, "{out}");
+    let layout = ws.path().join("layout");
+    fs::create_dir(&layout).unwrap();
+    assert!(Process::new("tar").arg("-xf").arg(ws.path().join("app.tar")).arg("-C").arg(&layout).status().unwrap().success());
+    let config = config_of(&layout);
+    assert_eq!(config["config"]["Env"][1], "GREETING=hi");
+    assert_eq!(config["config"]["Labels"]["org.example"], "yes");
+    assert_eq!(config["config"]["Labels"]["from"], "cli");
+    assert_eq!(config["config"]["Cmd"][0], "/bin/tool");
+    assert_eq!(config["architecture"], host_arch());
+    let history: Vec<&str> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["created_by"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["ENV GREETING=hi", "LABEL org.example=yes", "CMD [\"/bin/tool\"]"]);
+    assert_eq!(config["history"][0]["comment"], "buildkit.dockerfile.v0");
+    assert_eq!(config["history"][0]["empty_layer"], true);
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn oci_output_is_accepted_by_skopeo_and_umoci() {
+    let ws = Workspace::new();
+    let out = ws.build(APP, &["-t", "app:1.0", "--output", "type=oci,dest=app-oci.tar"]);
+    assert_eq!(out.code, 0, "{out}");
+    let tar = ws.path().join("app-oci.tar");
+    if require_tool("skopeo") {
+        let inspect = Process::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci-archive:{}:1.0", tar.display()))
+            .output()
+            .unwrap();
+        assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+        assert_eq!(json["Layers"].as_array().unwrap().len(), 2);
+        assert_eq!(json["Env"][1], "GREETING=hi");
+    }
+    if require_tool("umoci") {
+        let layout = ws.path().join("layout");
+        fs::create_dir(&layout).unwrap();
+        assert!(Process::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&layout).status().unwrap().success());
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+        assert_eq!(index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"], "1.0");
+        let bundle = ws.path().join("bundle");
+        let unpack = Process::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:1.0", layout.display()))
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert!(unpack.status.success(), "{}", String::from_utf8_lossy(&unpack.stderr));
+        assert_eq!(
+            fs::read_to_string(bundle.join("rootfs/app/data.txt")).unwrap(),
+            "hello from layer two\n"
+        );
+    }
+}
+
+#[test]
+fn oci_directory_docker_archive_local_and_tar_outputs() {
+    let ws = Workspace::new();
+    let out = ws.build(
+        APP,
+        &[
+            "-t",
+            "app:1.0",
+            "-o",
+            "type=oci,dest=oci-dir,tar=false",
+            "-o",
+            "type=docker,dest=docker.tar",
+            "-o",
+            "type=local,dest=rootfs",
+            "-o",
+            "type=tar,dest=rootfs.tar",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out}");
+    let oci_dir = ws.path().join("oci-dir");
+    assert!(oci_dir.join("oci-layout").is_file());
+    let config = config_of(&oci_dir);
+    assert_eq!(config["config"]["Cmd"][0], "/bin/tool");
+    assert_eq!(
+        fs::read_to_string(ws.path().join("rootfs/etc/os-release")).unwrap(),
+        "ID=rbuild-test\n"
+    );
+    let listing = Process::new("tar").arg("-tf").arg(ws.path().join("rootfs.tar")).output().unwrap();
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    assert!(listing.lines().any(|l| l == "app/data.txt"), "{listing}");
+    assert!(listing.lines().any(|l| l == "bin/tool"), "{listing}");
+    if require_tool("skopeo") {
+        let copy = Process::new("skopeo")
+            .arg("copy")
+            .arg(format!("docker-archive:{}", ws.path().join("docker.tar").display()))
+            .arg(format!("oci:{}:copied", ws.path().join("copied").display()))
+            .output()
+            .unwrap();
+        assert!(copy.status.success(), "{}", String::from_utf8_lossy(&copy.stderr));
+        let copied = config_of(&ws.path().join("copied"));
+        assert_eq!(copied["rootfs"], config["rootfs"]);
+        assert_eq!(copied["config"], config["config"]);
+    }
+}
+
+#[test]
+fn load_then_save_keeps_every_digest() {
+    let ws = Workspace::new();
+    let before = ws.blob_files();
+    assert!(before.contains(&ws.base.manifest.hex()));
+    assert!(before.contains(&ws.base.config.hex()));
+    let out = run(ws.rbuild().args(["save", "base:1", "-o", "again.tar"]));
+    assert_eq!(out.code, 0, "{out}");
+    let (a, b) = (ws.path().join("a"), ws.path().join("b"));
+    for (dir, tar) in [(&a, &ws.base.tar), (&b, &ws.path().join("again.tar"))] {
+        fs::create_dir(dir).unwrap();
+        assert!(Process::new("tar").arg("-xf").arg(tar).arg("-C").arg(dir).status().unwrap().success());
+    }
+    assert_eq!(fs::read(a.join("index.json")).unwrap(), fs::read(b.join("index.json")).unwrap());
+    let blobs = |d: &Path| -> BTreeSet<String> {
+        fs::read_dir(d.join("blobs/sha256")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+    };
+    assert_eq!(blobs(&a), blobs(&b));
+
+    // Through a docker archive: the config digest and the layers' diffIDs survive.
+    let out = run(ws.rbuild().args(["save", "--format", "docker", "base:1", "-o", "docker.tar"]));
+    assert_eq!(out.code, 0, "{out}");
+    let other = ws.path().join("other-root");
+    let out = run(ws.rbuild().env("RBUILD_ROOT", &other).args(["load", "-i", "docker.tar"]));
+    assert_eq!(out.code, 0, "{out}");
+    let out = run(ws.rbuild().env("RBUILD_ROOT", &other).args(["images", "--no-trunc", "-q"]));
+    assert_eq!(out.stdout.trim(), ws.base.config.to_string(), "{out}");
+}
+
+#[test]
+fn rmi_du_and_prune_free_exactly_the_unreferenced_blobs() {
+    let ws = Workspace::new();
+    assert_eq!(ws.build(APP, &["-t", "app:1.0"]).code, 0);
+    let with_app = ws.blob_files();
+    let out = run(ws.rbuild().args(["rmi", "app:1.0"]));
+    assert_eq!((out.code, out.stdout.as_str()), (0, "Untagged: app:1.0\n"), "{out}");
+    let out = run(ws.rbuild().args(["du"]));
+    let blobs_row: Vec<&str> = out.stdout.lines().find(|l| l.starts_with("Blobs")).unwrap().split_whitespace().collect();
+    assert_eq!(blobs_row[1], with_app.len().to_string(), "{out}");
+    // The app's manifest and config are unreferenced now; the base's four blobs are not.
+    assert_eq!(blobs_row[2], (with_app.len() - 2).to_string(), "{out}");
+    let out = run(ws.rbuild().args(["prune"]));
+    assert!(out.stdout.starts_with("Deleted 2 blobs"), "{out}");
+    let after = ws.blob_files();
+    assert_eq!(after.len(), with_app.len() - 2);
+    assert!(after.contains(&ws.base.manifest.hex()));
+    let out = run(ws.rbuild().args(["rmi", "app:1.0"]));
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("no such image: app:1.0"), "{out}");
+    // The base still builds after the prune.
+    assert_eq!(ws.build(APP, &["-t", "app:2"]).code, 0);
+}
+
+#[test]
+fn a_base_image_that_is_not_in_the_store_is_a_clear_error() {
+    let ws = Workspace::new();
+    let out = ws.build("FROM nothere:3\nENV A=1\n", &[]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("base image nothere:3: docker.io/library/nothere:3 is not in the local store"),
+        "{out}"
+    );
+    let out = ws.build("FROM base:1\nRUN true\n", &[]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("RUN true: running RUN, COPY, ADD and WORKDIR steps is not implemented yet"), "{out}");
+}
+
+#[test]
+fn a_base_may_come_from_an_oci_layout_directory() {
+    let ws = Workspace::new();
+    let layout = ws.path().join("layout");
+    fs::create_dir(&layout).unwrap();
+    assert!(Process::new("tar").arg("-xf").arg(&ws.base.tar).arg("-C").arg(&layout).status().unwrap().success());
+    let fresh = ws.path().join("fresh-root");
+    let ctx = ws.path().join("ctx2");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), format!("FROM oci-layout://{}:1\nUSER nobody\n", layout.display())).unwrap();
+    let out = run(ws.rbuild().env("RBUILD_ROOT", &fresh).args(["build", "-t", "x", "-o", "type=local,dest=x-rootfs", "ctx2"]));
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(fs::read_to_string(ws.path().join("x-rootfs/app/data.txt")).unwrap(), "hello from layer two\n");
+}
