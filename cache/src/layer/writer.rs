@@ -222,6 +222,10 @@ impl<W: Write> TarWriter<'_, W> {
     fn write_add(&mut self, path: &str, source: &Path) -> Result<(), WriteError> {
         let st = fs::symlink_metadata(source).map_err(read_err(source))?;
         let ft = st.file_type();
+        if ft.is_socket() {
+            // Before the hardlink bookkeeping: a skipped socket must not become a link target.
+            return Ok(());
+        }
         let mut meta = EntryMeta {
             name: path.to_string(),
             mode: st.mode() & 0o7777,
@@ -244,9 +248,6 @@ impl<W: Write> TarWriter<'_, W> {
                 return self.header(&meta);
             }
             self.links.insert((st.dev(), st.ino()), path.to_string());
-        }
-        if ft.is_socket() {
-            return Ok(());
         }
         meta.xattrs = read_xattrs(source)?;
         if ft.is_symlink() {
