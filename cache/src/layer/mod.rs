@@ -1,5 +1,13 @@
 //! Layers: change sets to tar (+ gzip/zstd) with OCI whiteouts, and tar back onto a directory.
 
+// Layer writer: change sets → tar → diffID → compression → blob digest.
+mod changes;
+pub mod compress;
+mod tar_header;
+mod writer;
+pub use changes::{Change, ChangeSet};
+pub use writer::{compress_layer, write_layer, LayerInfo, LayerOptions, WriteError};
+
 use std::fmt;
 use std::str::FromStr;
 
