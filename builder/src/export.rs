@@ -10,7 +10,7 @@ use rbuild_cache::db::ImageRecord;
 use rbuild_cache::image::docker_archive::{write_docker_archive, ArchiveImage};
 use rbuild_cache::image::oci_layout::{write_oci_dir, write_oci_tar, LayoutImage};
 use rbuild_cache::image::{media_types, Blob, Descriptor, ImageName, Manifest};
-use rbuild_cache::layer::{apply_layer, ApplyOptions, WhiteoutMode};
+
 use rbuild_cache::layer::{write_layer, ChangeSet, Compression, LayerOptions};
 
 use crate::output::Destination;

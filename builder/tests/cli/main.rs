@@ -2,5 +2,7 @@
 //! `testdata/cli/`, with insta snapshots of exit code, stdout and stderr.
 
 mod build;
+mod crash;
 mod debug;
+mod images;
 mod util;

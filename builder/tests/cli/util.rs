@@ -3,8 +3,10 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use assert_cmd::Command;
+use tempfile::TempDir;
 
 /// `testdata/cli/NAME` at the workspace root.
 pub fn fixture(name: &str) -> PathBuf {
@@ -21,8 +23,34 @@ pub fn rbuild(dir: &Path) -> Command {
     let mut cmd = Command::cargo_bin("rbuild").expect("the rbuild binary is built");
     cmd.current_dir(dir)
         .env("NO_COLOR", "1")
+        .env("RBUILD_ROOT", shared_root())
+        .env_remove("SOURCE_DATE_EPOCH")
         .env_remove("BUILDKIT_PROGRESS");
     cmd
+}
+
+/// A state root for tests that do not care about theirs, so none touches /var/lib/rbuild.
+fn shared_root() -> &'static Path {
+    static ROOT: OnceLock<TempDir> = OnceLock::new();
+    ROOT.get_or_init(|| TempDir::new().expect("a temporary directory"))
+        .path()
+}
+
+/// Whether `tool` is on PATH. Missing, a test skips the checks that need it, saying so; under
+/// `CI=true` a missing tool fails the test instead, since CI must run everything.
+pub fn require_tool(tool: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is required under CI=true (scripts/test.sh installs it)"
+        );
+        eprintln!("skipping the {tool} checks: {tool} is not installed");
+    }
+    found
 }
 
 /// What one run showed the user.
