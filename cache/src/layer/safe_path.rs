@@ -44,8 +44,11 @@ pub enum PathError {
     BadWhiteout,
     #[error("the root directory itself can only be a directory entry")]
     IsRoot,
-    #[error("hardlink target: {0}")]
-    HardlinkTarget(Box<PathError>),
+    #[error("hardlink target {target:?}: {cause}")]
+    HardlinkTarget {
+        target: String,
+        cause: Box<PathError>,
+    },
     #[error("{path:?}: {errno}")]
     Os { path: PathBuf, errno: Errno },
 }
@@ -283,9 +286,18 @@ pub fn remove_all_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
     if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
         return rustix::fs::unlinkat(dir, name, AtFlags::empty());
     }
-    let _ = rustix::fs::chmodat(dir, name, Mode::from_raw_mode(0o700), AtFlags::empty());
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let sub = rustix::fs::openat(dir, name, flags, Mode::empty())?;
+    let sub = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+        // A 0000 or 0555 directory, as a non-root user: make it ours to empty, then retry.
+        Err(Errno::ACCESS) => {
+            rustix::fs::chmodat(dir, name, Mode::from_raw_mode(0o700), AtFlags::empty())?;
+            rustix::fs::openat(dir, name, flags, Mode::empty())?
+        }
+        other => other?,
+    };
+    if rustix::fs::fstat(&sub)?.st_mode & 0o700 != 0o700 {
+        rustix::fs::fchmod(&sub, Mode::from_raw_mode(0o700))?;
+    }
     for child in list_dir(sub.as_fd())? {
         remove_all_at(sub.as_fd(), &child)?;
     }

@@ -388,8 +388,11 @@ impl<'o> Extractor<'o> {
         name: &str,
     ) -> Result<(), ApplyError> {
         let raw = link_name(entry, name)?;
-        let refused =
-            |c: PathError| ApplyError::refused(name, PathError::HardlinkTarget(Box::new(c)));
+        let refused = |cause: PathError| {
+            let target = String::from_utf8_lossy(&raw).into_owned();
+            let cause = Box::new(cause);
+            ApplyError::refused(name, PathError::HardlinkTarget { target, cause })
+        };
         let comps = normalize(&raw).map_err(refused)?;
         let (tbase, tdir) = comps
             .split_last()
