@@ -640,3 +640,81 @@ fn round_trip_with_system_tar() {
     );
     assert_eq!(snapshot(&src), snapshot(&dest));
 }
+
+mod escape_property {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Paths from components that repeat or are empty; `wild` ones (symlink targets) also climb
+    /// and start at `/`. Names and hardlink targets stay tame (their refusals have their own
+    /// tests), so layers get past their first entries and build symlinks for later ones to use.
+    fn path(wild: bool) -> impl Strategy<Value = String> {
+        let mut comps = vec!["a", "a", "b", "b", "outside", "etc", ".", ""];
+        if wild {
+            comps.extend(["..", "..", "..", ".."]);
+        }
+        let comp = prop::sample::select(comps);
+        (any::<bool>(), prop::collection::vec(comp, 1..5)).prop_map(move |(abs, comps)| {
+            format!("{}{}", if abs && wild { "/" } else { "" }, comps.join("/"))
+        })
+    }
+
+    fn entry() -> impl Strategy<Value = (u8, String, String)> {
+        (0u8..4, path(false), path(false), path(true))
+            .prop_map(|(kind, name, tame, wild)| (kind, name, if kind == 3 { tame } else { wild }))
+    }
+
+    /// Raw headers: the tar crate's builder refuses `..`, and hostile layers are the point.
+    fn raw_layer(entries: &[(u8, String, String)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (kind, name, target) in entries {
+            let kind = [
+                tar::EntryType::Regular,
+                tar::EntryType::Directory,
+                tar::EntryType::Symlink,
+                tar::EntryType::Link,
+            ][*kind as usize];
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(kind);
+            h.set_mode(0o755);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(MTIME);
+            let data: &[u8] = if kind == tar::EntryType::Regular {
+                b"pwned"
+            } else {
+                b""
+            };
+            h.set_size(data.len() as u64);
+            let bytes = h.as_mut_bytes();
+            bytes[..name.len()].copy_from_slice(name.as_bytes());
+            bytes[157..157 + target.len()].copy_from_slice(target.as_bytes());
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_layer_writes_outside_its_target(entries in prop::collection::vec(entry(), 1..8)) {
+            let jail = jail();
+            let root = jail.path().join("layers/root");
+            fs::create_dir(&root).unwrap();
+            let before = snapshot(jail.path());
+            let layer = raw_layer(&entries);
+            let _ = apply_layer(&layer[..], &root, &opts(WhiteoutMode::Apply), None);
+            let outside = |s: BTreeMap<String, String>| -> BTreeMap<String, String> {
+                s.into_iter().filter(|(k, _)| !k.starts_with("layers/root/")).collect()
+            };
+            prop_assert_eq!(outside(snapshot(jail.path())), outside(before));
+            let dest = jail.path().join("layers/dest");
+            if unpack_layer(&layer[..], &dest, &opts(WhiteoutMode::Apply), None).is_err() {
+                prop_assert!(!dest.exists());
+            }
+            prop_assert!(!Path::new("/outside").exists() && !Path::new("/a/pwned").exists());
+        }
+    }
+}
