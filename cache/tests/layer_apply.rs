@@ -718,3 +718,31 @@ mod escape_property {
         }
     }
 }
+
+#[test]
+fn every_compression_cut_short_is_reported_as_truncated() {
+    let mut l = Layer::new();
+    l.file("first", b"1")
+        .file("big", &vec![42u8; 300_000])
+        .file("last", b"3");
+    let plain = l.finish();
+    let zstd = zstd::encode_all(&plain[..], 3).unwrap();
+    let gz = gzip(&plain);
+    // Plain cut inside big's data, and inside the header after it.
+    let cases: [(&str, &[u8]); 4] = [
+        ("plain in data", &plain[..100_000]),
+        ("plain in header", &plain[..512 * 589 + 100]),
+        ("gzip", &gz[..gz.len() / 2]),
+        ("zstd", &zstd[..zstd.len() - 10]),
+    ];
+    for (what, blob) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("d");
+        let err = unpack_layer(blob, &dest, &opts(WhiteoutMode::Apply), None).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ApplyError::Truncated { .. }), "{what}: {msg}");
+        assert!(msg.starts_with("layer truncated at entry"), "{what}: {msg}");
+        assert!(!dest.exists());
+        eprintln!("{what}: {msg}");
+    }
+}
