@@ -60,3 +60,12 @@ impl FromStr for Compression {
         }
     }
 }
+
+pub mod apply;
+pub mod detect;
+pub mod safe_path;
+
+pub use apply::{
+    apply_layer, detect_compression, unpack_layer, Applied, ApplyError, ApplyOptions, ApplyWarning,
+    WhiteoutMode,
+};
