@@ -65,7 +65,9 @@ impl<'s> StoreBases<'s> {
                         created_at: 0,
                     }
                 }
-                Some(_) => bail!("not in the local store (pulling from registries arrives with issue #5)"),
+                Some(_) => {
+                    bail!("not in the local store (pulling from registries arrives with issue #5)")
+                }
                 None => self.state.db.image(&full)?.with_context(|| {
                     format!(
                         "{full} is not in the local store (load it with `rbuild load`; pulling \
@@ -86,9 +88,8 @@ impl<'s> StoreBases<'s> {
         let mut stack = vec![image.descriptor.clone()];
         while let Some(d) = stack.pop() {
             if !self.state.content.contains(&d.digest) {
-                let file = std::fs::File::open(dir.blob_path(&d.digest)).with_context(|| {
-                    format!("{}: blob {} is missing", path.display(), d.digest)
-                })?;
+                let file = std::fs::File::open(dir.blob_path(&d.digest))
+                    .with_context(|| format!("{}: blob {} is missing", path.display(), d.digest))?;
                 self.state
                     .content
                     .put_verified(&d.digest, Some(d.size), file)?;
@@ -123,7 +124,10 @@ impl<'s> StoreBases<'s> {
                 .find(|m| m.platform.as_ref().is_some_and(|p| p.to_string() == wanted))
                 .cloned()
                 .with_context(|| {
-                    format!("no image for {wanted}; the index has {}", available.join(", "))
+                    format!(
+                        "no image for {wanted}; the index has {}",
+                        available.join(", ")
+                    )
                 })?
         } else {
             top.clone()
@@ -134,7 +138,10 @@ impl<'s> StoreBases<'s> {
         config::validate(&manifest, &config)?;
         let has = config.value().platform().to_string();
         if !media_types::is_index(&top.media_type) && has != platform_string(platform) {
-            bail!("the image is for {has}, the build for {}", platform_string(platform));
+            bail!(
+                "the image is for {has}, the build for {}",
+                platform_string(platform)
+            );
         }
         Ok(BaseImage { manifest, config })
     }

@@ -71,7 +71,7 @@ fn output_specs(args: &BuildArgs) -> anyhow::Result<Vec<OutputSpec>> {
     }
     for spec in &specs {
         if let Output::Image { push: true, .. } = spec.output {
-            bail!("pushing to a registry arrives with issue #5; use type=image or type=oci");
+            bail!("pushing to a registry is not implemented yet (issue #5); use type=image or type=oci");
         }
     }
     Ok(specs)
@@ -111,9 +111,9 @@ fn created_time(args: &BuildArgs) -> anyhow::Result<String> {
         .filter(|v| !v.is_empty());
     match epoch {
         Some(text) => {
-            let secs: i64 = text
-                .parse()
-                .with_context(|| format!("SOURCE_DATE_EPOCH={text:?} is not a number of seconds"))?;
+            let secs: i64 = text.parse().with_context(|| {
+                format!("SOURCE_DATE_EPOCH={text:?} is not a number of seconds")
+            })?;
             Ok(timestamp::rfc3339(secs, 0))
         }
         None => {
@@ -170,12 +170,18 @@ fn image_config(
     args: &BuildArgs,
 ) -> anyhow::Result<ImageConfig> {
     let p = &stage.platform;
-    let platform = Platform::new(&p.os, &p.architecture, Some(p.variant.as_str()).filter(|v| !v.is_empty()));
+    let platform = Platform::new(
+        &p.os,
+        &p.architecture,
+        Some(p.variant.as_str()).filter(|v| !v.is_empty()),
+    );
     let mut config = ImageConfig::new_for(&platform);
     config.created = Some(created.to_string());
     let mut stage_config = stage.config.clone();
     for label in &args.labels {
-        stage_config.labels.insert(label.key.clone(), label.value.clone());
+        stage_config
+            .labels
+            .insert(label.key.clone(), label.value.clone());
     }
     if !stage_config.author.is_empty() {
         config.author = Some(std::mem::take(&mut stage_config.author));
@@ -237,7 +243,8 @@ fn write_metadata(path: &Path, image: &BuiltImage) -> anyhow::Result<()> {
         },
     });
     let text = serde_json::to_string_pretty(&metadata)?;
-    std::fs::write(path, text).with_context(|| format!("writing --metadata-file {}", path.display()))
+    std::fs::write(path, text)
+        .with_context(|| format!("writing --metadata-file {}", path.display()))
 }
 
 /// Where the Dockerfile comes from, as the user would write it: `-f` as given (relative to the

@@ -11,6 +11,7 @@ use rbuild_cache::image::docker_archive::{write_docker_archive, ArchiveImage};
 use rbuild_cache::image::oci_layout::{write_oci_dir, write_oci_tar, LayoutImage};
 use rbuild_cache::image::{media_types, Blob, Descriptor, ImageName, Manifest};
 
+use rbuild_cache::layer::{apply_layer, ApplyOptions, WhiteoutMode};
 use rbuild_cache::layer::{write_layer, ChangeSet, Compression, LayerOptions};
 
 use crate::output::Destination;
@@ -168,8 +169,10 @@ fn write_file_atomically(
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // A temp file is 0600; an output is an ordinary file (0644 less the umask).
     let temp = tempfile::Builder::new()
         .prefix(".rbuild-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(&dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, temp);

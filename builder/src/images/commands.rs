@@ -7,8 +7,8 @@ use rbuild_cache::Digest;
 
 use super::{find, image_id, reachable};
 use crate::cli::{ImagesArgs, RmiArgs};
-use rbuild_cache::image::ImageName;
 use crate::state::State;
+use rbuild_cache::image::ImageName;
 
 pub fn images(state: &State, args: &ImagesArgs) -> anyhow::Result<()> {
     let mut out = String::new();

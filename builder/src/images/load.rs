@@ -7,7 +7,9 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use rbuild_cache::image::docker_archive::read_docker_archive;
 use rbuild_cache::image::oci_layout::read_oci_tar;
-use rbuild_cache::image::{config, media_types, Blob, Descriptor, ImageConfig, ImageName, Manifest};
+use rbuild_cache::image::{
+    config, media_types, Blob, Descriptor, ImageConfig, ImageName, Manifest,
+};
 use rbuild_cache::Digest;
 
 use super::children;
@@ -132,4 +134,3 @@ fn check_complete(state: &State, top: &Descriptor) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

@@ -15,9 +15,9 @@ use anyhow::{bail, Context};
 use rbuild_cache::db::ImageRecord;
 use rbuild_cache::Digest;
 
+use crate::state::State;
 use rbuild_cache::image::media_types::{is_index, is_manifest};
 use rbuild_cache::image::ImageName;
-use crate::state::State;
 
 /// The blobs a manifest or index names directly (config, layers, child manifests), with
 /// their media types. Unknown media types have no children (they are leaves: layers,
@@ -26,8 +26,8 @@ pub fn children(media_type: &str, bytes: &[u8]) -> anyhow::Result<Vec<(Digest, S
     if !is_manifest(media_type) && !is_index(media_type) {
         return Ok(Vec::new());
     }
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .with_context(|| format!("{media_type} is not valid JSON"))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).with_context(|| format!("{media_type} is not valid JSON"))?;
     let mut out = Vec::new();
     let descriptors = ["config", "subject"]
         .iter()
@@ -55,7 +55,11 @@ pub fn children(media_type: &str, bytes: &[u8]) -> anyhow::Result<Vec<(Digest, S
 
 /// Every blob reachable from an image's top descriptor that is present in the store.
 /// Missing children of an index (platforms never pulled) are skipped, as containerd does.
-pub fn reachable(state: &State, top: &ImageRecord, seen: &mut BTreeSet<Digest>) -> anyhow::Result<()> {
+pub fn reachable(
+    state: &State,
+    top: &ImageRecord,
+    seen: &mut BTreeSet<Digest>,
+) -> anyhow::Result<()> {
     let mut stack = vec![(top.digest, top.media_type.clone())];
     while let Some((digest, media_type)) = stack.pop() {
         if !seen.insert(digest) || !state.content.contains(&digest) {
@@ -117,7 +121,11 @@ mod tests {
             d('a'),
             d('b')
         );
-        let kids = children("application/vnd.oci.image.manifest.v1+json", manifest.as_bytes()).unwrap();
+        let kids = children(
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest.as_bytes(),
+        )
+        .unwrap();
         assert_eq!(kids.len(), 2);
         assert_eq!(kids[1].0.to_string(), d('b'));
         let index = format!(
@@ -125,7 +133,17 @@ mod tests {
             d('c')
         );
         let kids = children("application/vnd.oci.image.index.v1+json", index.as_bytes()).unwrap();
-        assert_eq!(kids, vec![(d('c').parse().unwrap(), "application/vnd.oci.image.manifest.v1+json".to_string())]);
-        assert!(children("application/vnd.oci.image.layer.v1.tar", b"\x1f\x8b").unwrap().is_empty());
+        assert_eq!(
+            kids,
+            vec![(
+                d('c').parse().unwrap(),
+                "application/vnd.oci.image.manifest.v1+json".to_string()
+            )]
+        );
+        assert!(
+            children("application/vnd.oci.image.layer.v1.tar", b"\x1f\x8b")
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -3,7 +3,7 @@
 use crate::util::{fixture, rbuild, run};
 
 #[test]
-fn build_of_a_good_file_reports_it_is_not_implemented() {
+fn build_of_a_file_with_filesystem_steps_says_they_are_missing() {
     let out = run(rbuild(&fixture("ok")).args(["build", "-t", "app:1.0", "."]));
     assert_eq!(out.code, 1);
     insta::assert_snapshot!(out);

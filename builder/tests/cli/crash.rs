@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rbuild_cache::digest::HashingReader;
 use rbuild_cache::image::oci_layout::{write_oci_tar, LayoutImage};
-use rbuild_cache::image::{media_types, Blob, Descriptor, ImageConfig, Manifest, MemBlobs, Platform};
+use rbuild_cache::image::{
+    media_types, Blob, Descriptor, ImageConfig, Manifest, MemBlobs, Platform,
+};
 use rbuild_cache::layer::{write_layer, ChangeSet, Compression, LayerOptions};
 use tempfile::TempDir;
 
@@ -43,7 +45,11 @@ fn big_archive(dir: &Path) -> std::path::PathBuf {
         };
         let info = write_layer(&ChangeSet::from_dir(&tree).unwrap(), &mut out, &options).unwrap();
         blobs.insert(out);
-        layers.push(Descriptor::new(info.media_type(), info.blob_digest, info.size));
+        layers.push(Descriptor::new(
+            info.media_type(),
+            info.blob_digest,
+            info.size,
+        ));
         diff_ids.push(info.diff_id);
     }
     let mut config = ImageConfig::new_for(&Platform::new("linux", "amd64", None));
@@ -56,7 +62,8 @@ fn big_archive(dir: &Path) -> std::path::PathBuf {
     ))
     .unwrap();
     blobs.insert(manifest.bytes().to_vec());
-    let image = LayoutImage::named(manifest.descriptor(media_types::OCI_MANIFEST), "big:1").unwrap();
+    let image =
+        LayoutImage::named(manifest.descriptor(media_types::OCI_MANIFEST), "big:1").unwrap();
     let path = dir.join("big.tar");
     write_oci_tar(fs::File::create(&path).unwrap(), &[image], &blobs).unwrap();
     path
@@ -82,7 +89,11 @@ fn assert_blobs_match_their_names(root: &Path) -> usize {
         let mut reader = HashingReader::new(fs::File::open(entry.path()).unwrap());
         io::copy(&mut reader, &mut io::sink()).unwrap();
         let (_, digest, _) = reader.finish();
-        assert_eq!(digest.hex(), name, "blob file {name} does not match its content");
+        assert_eq!(
+            digest.hex(),
+            name,
+            "blob file {name} does not match its content"
+        );
         count += 1;
     }
     count
@@ -93,7 +104,10 @@ fn sigkill_while_writing_blobs_never_leaves_a_wrong_blob() {
     let dir = TempDir::new().unwrap();
     let archive = big_archive(dir.path());
     let root = dir.path().join("root");
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
     let mut interrupted = 0;
     for round in 0..10u64 {
         let mut child = rbuild_load(&root, &archive).spawn().unwrap();
@@ -125,5 +139,8 @@ fn sigkill_while_writing_blobs_never_leaves_a_wrong_blob() {
         .status()
         .unwrap();
     assert!(prune.success());
-    assert_eq!(fs::read_dir(root.join("content/ingest")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(root.join("content/ingest")).unwrap().count(),
+        0
+    );
 }

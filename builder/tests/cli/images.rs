@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 
 use rbuild_cache::image::oci_layout::{write_oci_tar, LayoutImage};
-use rbuild_cache::image::{media_types, Blob, Descriptor, ImageConfig, Manifest, MemBlobs, Platform};
+use rbuild_cache::image::{
+    media_types, Blob, Descriptor, ImageConfig, Manifest, MemBlobs, Platform,
+};
 use rbuild_cache::layer::{write_layer, ChangeSet, Compression, LayerOptions};
 use rbuild_cache::Digest;
 use tempfile::TempDir;
@@ -26,7 +28,10 @@ fn make_base_image(dir: &Path, name: &str) -> BaseImage {
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     for (i, files) in [
-        vec![("etc/os-release", "ID=rbuild-test\n"), ("bin/tool", "#!/bin/sh\n")],
+        vec![
+            ("etc/os-release", "ID=rbuild-test\n"),
+            ("bin/tool", "#!/bin/sh\n"),
+        ],
         vec![("app/data.txt", "hello from layer two\n")],
     ]
     .iter()
@@ -51,7 +56,11 @@ fn make_base_image(dir: &Path, name: &str) -> BaseImage {
         )
         .unwrap();
         assert_eq!(blobs.insert(out), info.blob_digest);
-        layers.push(Descriptor::new(info.media_type(), info.blob_digest, info.size));
+        layers.push(Descriptor::new(
+            info.media_type(),
+            info.blob_digest,
+            info.size,
+        ));
         diff_ids.push(info.diff_id);
     }
     let mut config = ImageConfig::new_for(&Platform::new("linux", host_arch(), None));
@@ -134,7 +143,9 @@ fn config_of(oci_dir: &Path) -> serde_json::Value {
 }
 
 fn blob_json(oci_dir: &Path, digest: &str) -> serde_json::Value {
-    let path = oci_dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let path = oci_dir
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
     serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
 }
 
@@ -143,14 +154,30 @@ fn a_build_goes_to_the_store_with_the_config_and_history_buildkit_writes() {
     let ws = Workspace::new();
     let out = ws.build(APP, &["-t", "app:1.0", "--label", "from=cli"]);
     assert_eq!(out.code, 0, "{out}");
-    assert!(out.stderr.contains("naming to docker.io/library/app:1.0 done"), "{out}");
+    assert!(
+        out.stderr
+            .contains("naming to docker.io/library/app:1.0 done"),
+        "{out}"
+    );
     let out = run(ws.rbuild().args(["images"]));
-    assert!(out.stdout.lines().any(|l| l.starts_with("app ") && l.contains(" 1.0 ")), "{out}");
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("app ") && l.contains(" 1.0 ")),
+        "{out}"
+    );
     let out = run(ws.rbuild().args(["save", "app:1.0", "-o", "app.tar"]));
     assert_eq!(out.code, 0, "{out}");
     let layout = ws.path().join("layout");
     fs::create_dir(&layout).unwrap();
-    assert!(Process::new("tar").arg("-xf").arg(ws.path().join("app.tar")).arg("-C").arg(&layout).status().unwrap().success());
+    assert!(Process::new("tar")
+        .arg("-xf")
+        .arg(ws.path().join("app.tar"))
+        .arg("-C")
+        .arg(&layout)
+        .status()
+        .unwrap()
+        .success());
     let config = config_of(&layout);
     assert_eq!(config["config"]["Env"][1], "GREETING=hi");
     assert_eq!(config["config"]["Labels"]["org.example"], "yes");
@@ -163,7 +190,14 @@ fn a_build_goes_to_the_store_with_the_config_and_history_buildkit_writes() {
         .iter()
         .map(|h| h["created_by"].as_str().unwrap())
         .collect();
-    assert_eq!(history, ["ENV GREETING=hi", "LABEL org.example=yes", "CMD [\"/bin/tool\"]"]);
+    assert_eq!(
+        history,
+        [
+            "ENV GREETING=hi",
+            "LABEL org.example=yes",
+            "CMD [\"/bin/tool\"]"
+        ]
+    );
     assert_eq!(config["history"][0]["comment"], "buildkit.dockerfile.v0");
     assert_eq!(config["history"][0]["empty_layer"], true);
     assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
@@ -172,7 +206,10 @@ fn a_build_goes_to_the_store_with_the_config_and_history_buildkit_writes() {
 #[test]
 fn oci_output_is_accepted_by_skopeo_and_umoci() {
     let ws = Workspace::new();
-    let out = ws.build(APP, &["-t", "app:1.0", "--output", "type=oci,dest=app-oci.tar"]);
+    let out = ws.build(
+        APP,
+        &["-t", "app:1.0", "--output", "type=oci,dest=app-oci.tar"],
+    );
     assert_eq!(out.code, 0, "{out}");
     let tar = ws.path().join("app-oci.tar");
     if require_tool("skopeo") {
@@ -181,7 +218,11 @@ fn oci_output_is_accepted_by_skopeo_and_umoci() {
             .arg(format!("oci-archive:{}:1.0", tar.display()))
             .output()
             .unwrap();
-        assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
+        assert!(
+            inspect.status.success(),
+            "{}",
+            String::from_utf8_lossy(&inspect.stderr)
+        );
         let json: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
         assert_eq!(json["Layers"].as_array().unwrap().len(), 2);
         assert_eq!(json["Env"][1], "GREETING=hi");
@@ -189,10 +230,20 @@ fn oci_output_is_accepted_by_skopeo_and_umoci() {
     if require_tool("umoci") {
         let layout = ws.path().join("layout");
         fs::create_dir(&layout).unwrap();
-        assert!(Process::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&layout).status().unwrap().success());
+        assert!(Process::new("tar")
+            .arg("-xf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&layout)
+            .status()
+            .unwrap()
+            .success());
         let index: serde_json::Value =
             serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
-        assert_eq!(index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"], "1.0");
+        assert_eq!(
+            index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+            "1.0"
+        );
         let bundle = ws.path().join("bundle");
         let unpack = Process::new("umoci")
             .args(["unpack", "--rootless", "--image"])
@@ -200,7 +251,11 @@ fn oci_output_is_accepted_by_skopeo_and_umoci() {
             .arg(&bundle)
             .output()
             .unwrap();
-        assert!(unpack.status.success(), "{}", String::from_utf8_lossy(&unpack.stderr));
+        assert!(
+            unpack.status.success(),
+            "{}",
+            String::from_utf8_lossy(&unpack.stderr)
+        );
         assert_eq!(
             fs::read_to_string(bundle.join("rootfs/app/data.txt")).unwrap(),
             "hello from layer two\n"
@@ -235,18 +290,29 @@ fn oci_directory_docker_archive_local_and_tar_outputs() {
         fs::read_to_string(ws.path().join("rootfs/etc/os-release")).unwrap(),
         "ID=rbuild-test\n"
     );
-    let listing = Process::new("tar").arg("-tf").arg(ws.path().join("rootfs.tar")).output().unwrap();
+    let listing = Process::new("tar")
+        .arg("-tf")
+        .arg(ws.path().join("rootfs.tar"))
+        .output()
+        .unwrap();
     let listing = String::from_utf8(listing.stdout).unwrap();
     assert!(listing.lines().any(|l| l == "app/data.txt"), "{listing}");
     assert!(listing.lines().any(|l| l == "bin/tool"), "{listing}");
     if require_tool("skopeo") {
         let copy = Process::new("skopeo")
             .arg("copy")
-            .arg(format!("docker-archive:{}", ws.path().join("docker.tar").display()))
+            .arg(format!(
+                "docker-archive:{}",
+                ws.path().join("docker.tar").display()
+            ))
             .arg(format!("oci:{}:copied", ws.path().join("copied").display()))
             .output()
             .unwrap();
-        assert!(copy.status.success(), "{}", String::from_utf8_lossy(&copy.stderr));
+        assert!(
+            copy.status.success(),
+            "{}",
+            String::from_utf8_lossy(&copy.stderr)
+        );
         let copied = config_of(&ws.path().join("copied"));
         assert_eq!(copied["rootfs"], config["rootfs"]);
         assert_eq!(copied["config"], config["config"]);
@@ -264,21 +330,42 @@ fn load_then_save_keeps_every_digest() {
     let (a, b) = (ws.path().join("a"), ws.path().join("b"));
     for (dir, tar) in [(&a, &ws.base.tar), (&b, &ws.path().join("again.tar"))] {
         fs::create_dir(dir).unwrap();
-        assert!(Process::new("tar").arg("-xf").arg(tar).arg("-C").arg(dir).status().unwrap().success());
+        assert!(Process::new("tar")
+            .arg("-xf")
+            .arg(tar)
+            .arg("-C")
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success());
     }
-    assert_eq!(fs::read(a.join("index.json")).unwrap(), fs::read(b.join("index.json")).unwrap());
+    assert_eq!(
+        fs::read(a.join("index.json")).unwrap(),
+        fs::read(b.join("index.json")).unwrap()
+    );
     let blobs = |d: &Path| -> BTreeSet<String> {
-        fs::read_dir(d.join("blobs/sha256")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+        fs::read_dir(d.join("blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
     };
     assert_eq!(blobs(&a), blobs(&b));
 
     // Through a docker archive: the config digest and the layers' diffIDs survive.
-    let out = run(ws.rbuild().args(["save", "--format", "docker", "base:1", "-o", "docker.tar"]));
+    let out = run(ws
+        .rbuild()
+        .args(["save", "--format", "docker", "base:1", "-o", "docker.tar"]));
     assert_eq!(out.code, 0, "{out}");
     let other = ws.path().join("other-root");
-    let out = run(ws.rbuild().env("RBUILD_ROOT", &other).args(["load", "-i", "docker.tar"]));
+    let out = run(ws
+        .rbuild()
+        .env("RBUILD_ROOT", &other)
+        .args(["load", "-i", "docker.tar"]));
     assert_eq!(out.code, 0, "{out}");
-    let out = run(ws.rbuild().env("RBUILD_ROOT", &other).args(["images", "--no-trunc", "-q"]));
+    let out = run(ws
+        .rbuild()
+        .env("RBUILD_ROOT", &other)
+        .args(["images", "--no-trunc", "-q"]));
     assert_eq!(out.stdout.trim(), ws.base.config.to_string(), "{out}");
 }
 
@@ -288,9 +375,19 @@ fn rmi_du_and_prune_free_exactly_the_unreferenced_blobs() {
     assert_eq!(ws.build(APP, &["-t", "app:1.0"]).code, 0);
     let with_app = ws.blob_files();
     let out = run(ws.rbuild().args(["rmi", "app:1.0"]));
-    assert_eq!((out.code, out.stdout.as_str()), (0, "Untagged: app:1.0\n"), "{out}");
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "Untagged: app:1.0\n"),
+        "{out}"
+    );
     let out = run(ws.rbuild().args(["du"]));
-    let blobs_row: Vec<&str> = out.stdout.lines().find(|l| l.starts_with("Blobs")).unwrap().split_whitespace().collect();
+    let blobs_row: Vec<&str> = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("Blobs"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
     assert_eq!(blobs_row[1], with_app.len().to_string(), "{out}");
     // The app's manifest and config are unreferenced now; the base's four blobs are not.
     assert_eq!(blobs_row[2], (with_app.len() - 2).to_string(), "{out}");
@@ -312,12 +409,18 @@ fn a_base_image_that_is_not_in_the_store_is_a_clear_error() {
     let out = ws.build("FROM nothere:3\nENV A=1\n", &[]);
     assert_eq!(out.code, 1);
     assert!(
-        out.stderr.contains("base image nothere:3: docker.io/library/nothere:3 is not in the local store"),
+        out.stderr.contains(
+            "base image nothere:3: docker.io/library/nothere:3 is not in the local store"
+        ),
         "{out}"
     );
     let out = ws.build("FROM base:1\nRUN true\n", &[]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("RUN true: running RUN, COPY, ADD and WORKDIR steps is not implemented yet"), "{out}");
+    assert!(
+        out.stderr
+            .contains("RUN true: running RUN, COPY, ADD and WORKDIR steps is not implemented yet"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -325,12 +428,33 @@ fn a_base_may_come_from_an_oci_layout_directory() {
     let ws = Workspace::new();
     let layout = ws.path().join("layout");
     fs::create_dir(&layout).unwrap();
-    assert!(Process::new("tar").arg("-xf").arg(&ws.base.tar).arg("-C").arg(&layout).status().unwrap().success());
+    assert!(Process::new("tar")
+        .arg("-xf")
+        .arg(&ws.base.tar)
+        .arg("-C")
+        .arg(&layout)
+        .status()
+        .unwrap()
+        .success());
     let fresh = ws.path().join("fresh-root");
     let ctx = ws.path().join("ctx2");
     fs::create_dir_all(&ctx).unwrap();
-    fs::write(ctx.join("Dockerfile"), format!("FROM oci-layout://{}:1\nUSER nobody\n", layout.display())).unwrap();
-    let out = run(ws.rbuild().env("RBUILD_ROOT", &fresh).args(["build", "-t", "x", "-o", "type=local,dest=x-rootfs", "ctx2"]));
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM oci-layout://{}:1\nUSER nobody\n", layout.display()),
+    )
+    .unwrap();
+    let out = run(ws.rbuild().env("RBUILD_ROOT", &fresh).args([
+        "build",
+        "-t",
+        "x",
+        "-o",
+        "type=local,dest=x-rootfs",
+        "ctx2",
+    ]));
     assert_eq!(out.code, 0, "{out}");
-    assert_eq!(fs::read_to_string(ws.path().join("x-rootfs/app/data.txt")).unwrap(), "hello from layer two\n");
+    assert_eq!(
+        fs::read_to_string(ws.path().join("x-rootfs/app/data.txt")).unwrap(),
+        "hello from layer two\n"
+    );
 }

@@ -207,7 +207,10 @@ mod tests {
         let n: ImageName = "Host.io/app".parse().unwrap();
         assert_eq!(n.domain, "Host.io");
         let n: ImageName = "127.0.0.1:5000/a/b:v2".parse().unwrap();
-        assert_eq!((n.domain.as_str(), n.path.as_str()), ("127.0.0.1:5000", "a/b"));
+        assert_eq!(
+            (n.domain.as_str(), n.path.as_str()),
+            ("127.0.0.1:5000", "a/b")
+        );
         let long = format!("{}:1", "a".repeat(300));
         assert!(long.parse::<ImageName>().is_err());
         assert!("app:".parse::<ImageName>().is_err());
