@@ -115,8 +115,33 @@ ratio "zstd throughput (higher=better)" "${SEC[tar|zstd-T0-3]}" "${SEC[rbuild-zs
 ratio "zstd peak RSS" "${RSS[rbuild-zstd]}" "${RSS[tar|zstd-T0-3]}"
 ratio "zstd size" "${OUT[rbuild-zstd]}" "${OUT[tar|zstd-T0-3]}"
 
-# extraction: see bench_extract
-# (hook: define bench_extract TREE WORK_DIR in this file to add extraction figures here)
-if declare -F bench_extract >/dev/null; then
-    bench_extract "$TREE" "$WORK"
-fi
+# Extraction: rbuild's applier (in-root path resolution, diffID while reading) against
+# `gzip -dc | tar -x` and `zstd -dc | tar -x` on the blobs made above. MB/s counts tar bytes.
+bench_extract() {
+    local work=$1
+    echo "+ cargo build --release -p rbuild-cache --example layer_extract" >&2
+    cargo build --release -q -p rbuild-cache --example layer_extract
+    local bin=${CARGO_TARGET_DIR:-target}/release/examples/layer_extract
+    echo
+    echo "extraction:"
+    local c
+    for c in gzip zstd; do
+        rm -rf "$work/x-ours-$c"
+        run "apply-$c" "$work/ours.$c" "$bin" apply "$work/ours.$c" "$work/x-ours-$c"
+        rm -rf "$work/x-ours-$c"
+    done
+    mkdir -p "$work/x-theirs"
+    run "gzip-d|tar-x" "$work/theirs.gz" \
+        bash -c "gzip -dc '$work/theirs.gz' | tar -C '$work/x-theirs' -xf -"
+    rm -rf "$work/x-theirs" && mkdir -p "$work/x-theirs"
+    run "zstd-d|tar-x" "$work/theirs.zst" \
+        bash -c "zstd -q -dc '$work/theirs.zst' | tar -C '$work/x-theirs' -xf -"
+    rm -rf "$work/x-theirs"
+    echo
+    echo "ours / theirs (extraction):"
+    ratio "gzip throughput (higher=better)" "${SEC[gzip-d|tar-x]}" "${SEC[apply-gzip]}"
+    ratio "gzip peak RSS" "${RSS[apply-gzip]}" "${RSS[gzip-d|tar-x]}"
+    ratio "zstd throughput (higher=better)" "${SEC[zstd-d|tar-x]}" "${SEC[apply-zstd]}"
+    ratio "zstd peak RSS" "${RSS[apply-zstd]}" "${RSS[zstd-d|tar-x]}"
+}
+bench_extract "$WORK"

@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Front-end benchmark: parse (and, once the graph module lands, lower) a generated
-# 1,000-instruction Dockerfile, and compare the median against the 5 ms goal.
+# Benchmarks, each printing its figures and ratios:
+#   1. front end: parse + lower a generated 1,000-instruction Dockerfile (goal: 5 ms median);
+#   2. layers (scripts/bench-layers.sh): creation and extraction throughput and peak RSS on a
+#      512 MiB tree, beside `tar | gzip`, `tar | zstd -T0` and their extracting pipelines.
 #
-#   scripts/bench.sh            # runs the divan bench, prints its table and the verdict
-#   GOAL_MS=2 scripts/bench.sh  # another goal
+#   scripts/bench.sh            # both
+#   scripts/bench.sh frontend   # only the front end (GOAL_MS=2 for another goal)
+#   scripts/bench.sh layers     # only the layers
 #
 # Exits 0 whatever the figure: performance is reported, never asserted (DESIGN.md, Testing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+WHAT=${1:-all}
+if [[ $WHAT == layers ]]; then
+    exec scripts/bench-layers.sh
+fi
 
 GOAL_MS=${GOAL_MS:-5}
 BENCH=parse_and_lower
@@ -35,3 +43,8 @@ awk -F'│' -v goal="$GOAL_MS" -v name="$BENCH" '{
     printf "%s (1,000 instructions): median %.3f ms, goal %s ms: %s the goal (%.1fx headroom)\n",
         name, ms, goal, verdict, goal / ms
 }' <<<"$row"
+
+if [[ $WHAT == all ]]; then
+    echo
+    scripts/bench-layers.sh
+fi

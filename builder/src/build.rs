@@ -205,7 +205,15 @@ fn image_config(
 }
 
 fn send(state: &State, image: &BuiltImage, spec: &OutputSpec) -> anyhow::Result<()> {
-    let manifest = &image.manifest;
+    // New layers are made in the requested compression; base layers are recompressed only
+    // when asked (`force-compression=true`), as BuildKit does.
+    let recompressed;
+    let manifest = if spec.options.force_compression {
+        recompressed = export::recompressed(state, &image.manifest, spec.options.compression)?;
+        &recompressed
+    } else {
+        &image.manifest
+    };
     match &spec.output {
         Output::Image { names, .. } => {
             export::tag(state, manifest, names)?;

@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use rbuild_cache::db::ImageRecord;
+use rbuild_cache::image::blobs::decompress_auto;
 use rbuild_cache::image::docker_archive::{write_docker_archive, ArchiveImage};
 use rbuild_cache::image::oci_layout::{write_oci_dir, write_oci_tar, LayoutImage};
-use rbuild_cache::image::{media_types, Blob, Descriptor, ImageName, Manifest};
+use rbuild_cache::image::{media_types, Blob, Descriptor, ImageConfig, ImageName, Manifest};
+use rbuild_cache::Digest;
 
 use rbuild_cache::layer::{apply_layer, ApplyOptions, WhiteoutMode};
-use rbuild_cache::layer::{write_layer, ChangeSet, Compression, LayerOptions};
+use rbuild_cache::layer::{compress_layer, write_layer, ChangeSet, Compression, LayerOptions};
 
 use crate::output::Destination;
 use crate::state::State;
@@ -192,4 +194,67 @@ fn write_file_atomically(
 /// Opens `path` for reading, naming it in the error.
 pub fn open_input(path: &Path) -> anyhow::Result<File> {
     File::open(path).with_context(|| format!("opening {}", path.display()))
+}
+
+/// The image with every layer in `compression` (buildx's `force-compression=true`): layers
+/// compressed otherwise are recompressed once, remembered in cache.db by diffID, and reused.
+/// Returns the descriptor of the new manifest (the same one when nothing changes).
+pub fn recompressed(
+    state: &State,
+    descriptor: &Descriptor,
+    compression: Compression,
+) -> anyhow::Result<Descriptor> {
+    let manifest = read_manifest(state, descriptor)?;
+    let config: Blob<ImageConfig> =
+        Blob::parse(state.content.read(&manifest.value().config.digest)?)?;
+    let diff_ids = &config.value().rootfs.diff_ids;
+    let mut value = manifest.value().clone();
+    let mut changed = false;
+    for (layer, diff_id) in value.layers.iter_mut().zip(diff_ids) {
+        if media_types::layer_compression(&layer.media_type) == Some(compression) {
+            continue;
+        }
+        let (digest, size) = layer_blob(state, &layer.digest, diff_id, compression)?;
+        *layer = Descriptor::new(compression.oci_media_type(), digest, size);
+        changed = true;
+    }
+    if !changed {
+        return Ok(descriptor.clone());
+    }
+    let manifest = Blob::canonical(value)?;
+    state.content.put(manifest.bytes())?;
+    Ok(manifest.descriptor(media_types::OCI_MANIFEST))
+}
+
+/// The blob of layer `diff_id` in `compression`: remembered, or made from `source`.
+fn layer_blob(
+    state: &State,
+    source: &Digest,
+    diff_id: &Digest,
+    compression: Compression,
+) -> anyhow::Result<(Digest, u64)> {
+    if let Some((blob, size)) = state.db.layer_blob(diff_id, compression.name())? {
+        if state.content.contains(&blob) {
+            return Ok((blob, size));
+        }
+    }
+    let tar = decompress_auto(io::BufReader::new(state.content.open_blob(source)?))?;
+    let mut writer = state.content.writer()?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let info = compress_layer(tar, &mut writer, compression, threads)
+        .with_context(|| format!("recompressing layer {source} as {compression}"))?;
+    if info.diff_id != *diff_id {
+        bail!(
+            "layer {source} decompresses to {}, but the config says {diff_id}",
+            info.diff_id
+        );
+    }
+    let committed = writer.commit(Some(&info.blob_digest), Some(info.size))?;
+    state.db.set_layer_blob(
+        diff_id,
+        compression.name(),
+        &committed.digest,
+        committed.size,
+    )?;
+    Ok((committed.digest, committed.size))
 }

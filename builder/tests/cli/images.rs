@@ -286,6 +286,21 @@ fn oci_directory_docker_archive_local_and_tar_outputs() {
     assert!(oci_dir.join("oci-layout").is_file());
     let config = config_of(&oci_dir);
     assert_eq!(config["config"]["Cmd"][0], "/bin/tool");
+    if require_tool("umoci") {
+        let bundle = ws.path().join("bundle");
+        let unpack = Process::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:1.0", oci_dir.display()))
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert!(
+            unpack.status.success(),
+            "{}",
+            String::from_utf8_lossy(&unpack.stderr)
+        );
+        assert!(bundle.join("rootfs/bin/tool").is_file());
+    }
     assert_eq!(
         fs::read_to_string(ws.path().join("rootfs/etc/os-release")).unwrap(),
         "ID=rbuild-test\n"
@@ -457,4 +472,44 @@ fn a_base_may_come_from_an_oci_layout_directory() {
         fs::read_to_string(ws.path().join("x-rootfs/app/data.txt")).unwrap(),
         "hello from layer two\n"
     );
+}
+
+#[test]
+fn force_compression_recompresses_base_layers_once() {
+    let ws = Workspace::new();
+    let spec = "type=oci,dest=z,tar=false,compression=zstd,force-compression=true";
+    let args = ["--build-arg", "SOURCE_DATE_EPOCH=0", "-o", spec];
+    let out = ws.build(APP, &args);
+    assert_eq!(out.code, 0, "{out}");
+    let layout = ws.path().join("z");
+    let config = config_of(&layout);
+    assert_eq!(config["created"], "1970-01-01T00:00:00Z");
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = blob_json(&layout, index["manifests"][0]["digest"].as_str().unwrap());
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    for (layer, diff_id) in layers
+        .iter()
+        .zip(config["rootfs"]["diff_ids"].as_array().unwrap())
+    {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+        let digest = layer["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:");
+        let blob = fs::File::open(layout.join("blobs/sha256").join(digest)).unwrap();
+        let tar = rbuild_cache::image::blobs::decompress_auto(blob).unwrap();
+        let mut reader = rbuild_cache::digest::HashingReader::new(tar);
+        std::io::copy(&mut reader, &mut std::io::sink()).unwrap();
+        assert_eq!(reader.finish().1.to_string(), diff_id.as_str().unwrap());
+    }
+    // The same build again: same config (SOURCE_DATE_EPOCH), and the zstd blobs are reused.
+    let blobs = ws.blob_files();
+    let out = ws.build(APP, &args);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(ws.blob_files(), blobs);
 }
