@@ -14,7 +14,7 @@ pub fn images(state: &State, args: &ImagesArgs) -> anyhow::Result<()> {
     let mut out = String::new();
     if !args.quiet {
         out.push_str(&format!(
-            "{:<40} {:<16} {:<14} {:<22} {}\n",
+            "{:<40} {:<16} {:<14} {:<24} {}\n",
             "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
         ));
     }
@@ -38,7 +38,7 @@ pub fn images(state: &State, args: &ImagesArgs) -> anyhow::Result<()> {
             .sum();
         let created = crate::timestamp::utc_date(record.created_at);
         out.push_str(&format!(
-            "{repository:<40} {tag:<16} {id:<14} {created:<22} {}\n",
+            "{repository:<40} {tag:<16} {id:<14} {created:<24} {}\n",
             human_size(size)
         ));
     }
