@@ -3,22 +3,12 @@
 //! Exit codes: 0 success, 1 any error (a located diagnostic or `error: …` on stderr), 2 a
 //! command-line usage error (clap's convention).
 
-mod bases;
-mod build;
-mod cli;
-mod debug;
-mod export;
-mod images;
-mod output;
-mod source;
-mod state;
-mod timestamp;
-
 use std::process::ExitCode;
 
-use cli::{Cli, Command};
-use source::Reported;
-use state::{Access, State};
+use rbuild::cli::{Cli, Command};
+use rbuild::source::Reported;
+use rbuild::state::{Access, State};
+use rbuild::{build, debug, images};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();

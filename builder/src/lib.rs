@@ -1,0 +1,15 @@
+//! rbuild's builder: the command line, the solver, snapshots, the executor, file operations
+//! and the exporters. `main.rs` is a thin shell over this library, so each module can be
+//! tested on its own and the integration tests can reach what the binary uses.
+
+pub mod bases;
+pub mod build;
+pub mod cli;
+pub mod debug;
+pub mod export;
+pub mod images;
+pub mod output;
+pub mod source;
+pub mod state;
+pub mod timestamp;
+pub mod users;
