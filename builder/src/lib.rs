@@ -8,6 +8,7 @@ pub mod cli;
 pub mod debug;
 pub mod export;
 pub mod images;
+pub mod interrupt;
 pub mod output;
 pub mod source;
 pub mod state;
