@@ -681,3 +681,20 @@ fn writing_into_a_layout_replaces_a_wrong_blob_of_the_right_size() {
         *blobs.get(&layer.digest).unwrap()
     );
 }
+
+#[test]
+fn an_oversized_index_json_in_a_layout_dir_is_refused() {
+    let blobs = MemBlobs::new();
+    let (_, _, image) = tiny_layout_image(&blobs);
+    let dir = tempfile::tempdir().unwrap();
+    write_oci_dir(dir.path(), std::slice::from_ref(&image), &blobs).unwrap();
+    let index = dir.path().join("index.json");
+    let mut bytes = std::fs::read(&index).unwrap();
+    bytes.resize(17 << 20, b' ');
+    std::fs::write(&index, bytes).unwrap();
+    let err = OciDir::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("index.json") && err.contains("larger than"),
+        "{err}"
+    );
+}

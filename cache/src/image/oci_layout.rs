@@ -474,9 +474,14 @@ pub struct OciDir {
 
 impl OciDir {
     pub fn open(root: &Path) -> Result<Self, LayoutError> {
+        // Bounded like the tar reader's: a huge file (or a FIFO, /dev/zero) is not an index.
         let read = |name: &str| {
             let path = root.join(name);
-            fs::read(&path).map_err(|source| LayoutError::Io { path, source })
+            let file = File::open(&path).map_err(|source| LayoutError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            read_limited(&mut io::BufReader::new(file), &path.display().to_string())
         };
         let layout = OciLayout::parse(
             root.display().to_string(),
