@@ -663,3 +663,38 @@ fn legacy_archive_with_symlinked_compressed_layer_loads() {
     assert_eq!(images[0].config.bytes(), &config[..]);
     assert_eq!(back.get(&Digest::of(&diff)).unwrap().as_slice(), &diff[..]);
 }
+
+#[test]
+fn writing_into_a_layout_replaces_a_wrong_blob_of_the_right_size() {
+    let blobs = MemBlobs::new();
+    let (manifest, _, image) = tiny_layout_image(&blobs);
+    let dir = tempfile::tempdir().unwrap();
+    write_oci_dir(dir.path(), std::slice::from_ref(&image), &blobs).unwrap();
+    let layer = &manifest.value().layers[0];
+    let path = dir
+        .path()
+        .join(format!("blobs/sha256/{}", layer.digest.hex()));
+    std::fs::write(&path, vec![b'!'; layer.size as usize]).unwrap();
+    write_oci_dir(dir.path(), std::slice::from_ref(&image), &blobs).unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        *blobs.get(&layer.digest).unwrap()
+    );
+}
+
+#[test]
+fn an_oversized_index_json_in_a_layout_dir_is_refused() {
+    let blobs = MemBlobs::new();
+    let (_, _, image) = tiny_layout_image(&blobs);
+    let dir = tempfile::tempdir().unwrap();
+    write_oci_dir(dir.path(), std::slice::from_ref(&image), &blobs).unwrap();
+    let index = dir.path().join("index.json");
+    let mut bytes = std::fs::read(&index).unwrap();
+    bytes.resize(17 << 20, b' ');
+    std::fs::write(&index, bytes).unwrap();
+    let err = OciDir::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("index.json") && err.contains("larger than"),
+        "{err}"
+    );
+}

@@ -746,3 +746,31 @@ fn every_compression_cut_short_is_reported_as_truncated() {
         eprintln!("{what}: {msg}");
     }
 }
+
+#[test]
+fn an_oversized_extension_header_is_refused_before_it_is_read_into_memory() {
+    // 64 MiB of PAX records, a few KiB once compressed: without a bound the tar crate would
+    // read the whole body into memory (and a 1 TB claim, as much as the stream yields).
+    let mut l = Layer::new();
+    l.file("first", b"1");
+    let mut h = Layer::header(tar::EntryType::XHeader, 0o644, 0);
+    h.set_size(64 << 20);
+    h.set_path("PaxHeaders/big").unwrap();
+    h.set_cksum();
+    let mut plain = l.finish();
+    plain.truncate(plain.len() - 1024); // drop the end blocks
+    plain.extend_from_slice(h.as_bytes());
+    plain.resize(plain.len() + (64 << 20), b'x');
+    plain.extend_from_slice(&[0; 1024]);
+    let zstd = zstd::encode_all(&plain[..], 3).unwrap();
+    assert!(zstd.len() < 1 << 20);
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("d");
+    let err = unpack_layer(&zstd[..], &dest, &opts(WhiteoutMode::Apply), None).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("PAX extended header") && msg.contains("\"first\""),
+        "{msg}"
+    );
+    assert!(!dest.exists());
+}

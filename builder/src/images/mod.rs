@@ -85,11 +85,27 @@ pub fn find(state: &State, name: &str) -> anyhow::Result<(String, ImageRecord)> 
     }
     let wanted = name.strip_prefix("sha256:").unwrap_or(name);
     if wanted.len() >= 4 && wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let mut found: Option<(String, ImageRecord)> = None;
         for (image_name, record) in state.db.images()? {
             let id = image_id(state, &record)?;
-            if record.digest.hex().starts_with(wanted) || id.hex().starts_with(wanted) {
-                return Ok((image_name, record));
+            if !record.digest.hex().starts_with(wanted) && !id.hex().starts_with(wanted) {
+                continue;
             }
+            // Several names of one image are fine; a prefix of two images must not pick one
+            // at random for rmi or save.
+            match &found {
+                Some((first, r)) if r.digest != record.digest => bail!(
+                    "{name} is ambiguous: it matches {first} ({}) and {image_name} ({}); \
+                     give more of the ID",
+                    r.digest,
+                    record.digest
+                ),
+                Some(_) => {}
+                None => found = Some((image_name, record)),
+            }
+        }
+        if let Some(found) = found {
+            return Ok(found);
         }
     }
     bail!("no such image: {name}")
@@ -111,6 +127,35 @@ pub fn image_id(state: &State, record: &ImageRecord) -> anyhow::Result<Digest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_prefix_of_two_images_is_ambiguous_not_the_first_one() {
+        let root = tempfile::tempdir().unwrap();
+        let state = State::open(Some(root.path()), crate::state::Access::Shared).unwrap();
+        let digest = |last: u8| {
+            let mut bytes = [0xab; 32];
+            bytes[31] = last;
+            Digest::from_bytes(bytes)
+        };
+        let record = |last| ImageRecord {
+            digest: digest(last),
+            media_type: rbuild_cache::image::media_types::OCI_INDEX.to_string(),
+            size: 1,
+            created_at: 0,
+        };
+        state
+            .db
+            .set_image("docker.io/library/a:1", &record(1))
+            .unwrap();
+        state
+            .db
+            .set_image("docker.io/library/b:1", &record(2))
+            .unwrap();
+        let err = find(&state, "abab").unwrap_err().to_string();
+        assert!(err.contains("ambiguous"), "{err}");
+        let (name, _) = find(&state, &digest(2).hex()[..]).unwrap();
+        assert_eq!(name, "docker.io/library/b:1");
+    }
 
     #[test]
     fn children_of_a_manifest_and_an_index() {

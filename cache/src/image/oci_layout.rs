@@ -215,9 +215,9 @@ pub fn write_oci_tar<W: Write>(
     Ok((w, index))
 }
 
-/// Writes a layout of `images` into directory `dir`, creating it. Blobs already present are
-/// kept (content-addressed); every file is written to a temporary name and renamed, so a crash
-/// leaves no half-written blob. `index.json` is replaced, not merged.
+/// Writes a layout of `images` into directory `dir`, creating it. Blobs already present and
+/// matching their digest are kept; every file is written to a temporary name and renamed, so
+/// a crash leaves no half-written blob. `index.json` is replaced, not merged.
 pub fn write_oci_dir(
     dir: &Path,
     images: &[LayoutImage],
@@ -229,7 +229,7 @@ pub fn write_oci_dir(
     fs::create_dir_all(&blob_dir).map_err(io_at(&blob_dir))?;
     for (digest, size) in &blobs {
         let path = dir.join(blob_path(digest));
-        if fs::metadata(&path).is_ok_and(|m| m.len() == *size) {
+        if existing_blob_matches(&path, digest, *size) {
             continue;
         }
         let data = source.open(digest).map_err(|source| LayoutError::Blob {
@@ -241,6 +241,22 @@ pub fn write_oci_dir(
     write_atomic(&dir.join(OCI_LAYOUT_FILE), OCI_LAYOUT_CONTENT)?;
     write_atomic(&dir.join(INDEX_FILE), index.bytes())?;
     Ok(index)
+}
+
+/// Whether `path` already holds the blob. Hashed, not judged by its size: a file of the
+/// right length left by an interrupted copy or another tool must not stay in the layout.
+fn existing_blob_matches(path: &Path, digest: &Digest, size: u64) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    if !file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.len() == size)
+    {
+        return false;
+    }
+    let mut verified = VerifyingReader::new(io::BufReader::new(file), *digest, Some(size));
+    io::copy(&mut verified, &mut io::sink()).is_ok()
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> LayoutError + '_ {
@@ -458,9 +474,14 @@ pub struct OciDir {
 
 impl OciDir {
     pub fn open(root: &Path) -> Result<Self, LayoutError> {
+        // Bounded like the tar reader's: a huge file (or a FIFO, /dev/zero) is not an index.
         let read = |name: &str| {
             let path = root.join(name);
-            fs::read(&path).map_err(|source| LayoutError::Io { path, source })
+            let file = File::open(&path).map_err(|source| LayoutError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            read_limited(&mut io::BufReader::new(file), &path.display().to_string())
         };
         let layout = OciLayout::parse(
             root.display().to_string(),

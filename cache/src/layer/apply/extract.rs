@@ -13,6 +13,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps};
 use rustix::io::Errno;
 use tar::EntryType;
 
+use super::ext_limit::ExtensionLimit;
 use super::meta::{self, Meta, XattrTarget};
 use super::{ApplyError, ApplyOptions, ApplyWarning, WhiteoutMode};
 use crate::layer::safe_path::{
@@ -65,7 +66,8 @@ impl<'o> Extractor<'o> {
 
     /// Extracts every entry; returns how to name the last one in later errors.
     pub fn extract_all(&mut self, r: impl Read) -> Result<String, ApplyError> {
-        let mut archive = tar::Archive::new(r);
+        // The tar crate would read an extension header's body whole, whatever size it claims.
+        let mut archive = tar::Archive::new(ExtensionLimit::new(r));
         let header_label = |i: usize, last: &Option<String>| match last {
             Some(name) => format!("#{i} (the header after {name:?})"),
             None => format!("#{i} (the first header)"),

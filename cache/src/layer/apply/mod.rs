@@ -5,6 +5,7 @@
 //! the diffID is computed over exactly the bytes that were extracted, so a caller that passes the
 //! expected diffID knows that what is on disk is what the image names.
 
+mod ext_limit;
 mod extract;
 mod meta;
 mod whiteout;
