@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context};
 use rbuild_cache::image::oci_layout::{parse_layout_ref, OciDir};
 use rbuild_cache::image::{
-    config, media_types, Blob, Descriptor, ImageConfig, ImageName, Index, Manifest,
+    children, config, media_types, Blob, Descriptor, ImageConfig, ImageName, Index, Manifest,
 };
 use rbuild_frontend::graph::{BaseImages, ImageConfig as StageConfig};
 use rbuild_frontend::platform::Platform;
@@ -96,10 +96,7 @@ impl<'s> StoreBases<'s> {
             }
             if media_types::is_manifest(&d.media_type) || media_types::is_index(&d.media_type) {
                 let bytes = self.state.content.read(&d.digest)?;
-                for (digest, media_type) in crate::images::children(&d.media_type, &bytes)? {
-                    let size = std::fs::metadata(dir.blob_path(&digest)).map_or(0, |m| m.len());
-                    stack.push(Descriptor::new(media_type, digest, size));
-                }
+                stack.extend(children(&d.media_type, &d.digest, &bytes)?);
             }
         }
         Ok(image.descriptor)

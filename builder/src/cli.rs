@@ -219,6 +219,19 @@ pub struct BuildArgs {
     /// Write build result metadata to a file.
     #[arg(long = "metadata-file", value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
+
+    /// How step filesystems are made: overlayfs mounts, or copies where overlay is missing.
+    #[arg(long, value_enum, default_value_t = SnapshotterChoice::Auto, env = "RBUILD_SNAPSHOTTER")]
+    pub snapshotter: SnapshotterChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SnapshotterChoice {
+    /// overlayfs when the state root's filesystem supports it, else native.
+    Auto,
+    Overlay,
+    /// Copy-based: slower, works on any filesystem.
+    Native,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

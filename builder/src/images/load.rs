@@ -12,10 +12,10 @@ use rbuild_cache::image::{
 };
 use rbuild_cache::Digest;
 
-use super::children;
 use crate::cli::LoadArgs;
 use crate::export::{open_input, tag};
 use crate::state::State;
+use rbuild_cache::image::children;
 
 pub fn load(state: &State, args: &LoadArgs) -> anyhow::Result<()> {
     // A docker archive lists its manifest.json after the layers, so it is read from a file
@@ -128,9 +128,9 @@ fn check_complete(state: &State, top: &Descriptor) -> anyhow::Result<()> {
                 Blob::parse(state.content.read(&manifest.value().config.digest)?)?;
             config::validate(&manifest, &config)?;
         }
-        if media_types::is_manifest(&media_type) || media_types::is_index(&media_type) {
-            stack.extend(children(&media_type, &state.content.read(&digest)?)?);
-        }
+        let bytes = state.content.read(&digest)?;
+        let kids = children(&media_type, &digest, &bytes)?;
+        stack.extend(kids.into_iter().map(|d| (d.digest, d.media_type)));
     }
     Ok(())
 }

@@ -16,42 +16,9 @@ use rbuild_cache::db::ImageRecord;
 use rbuild_cache::Digest;
 
 use crate::state::State;
+use rbuild_cache::image::children;
 use rbuild_cache::image::media_types::{is_index, is_manifest};
 use rbuild_cache::image::ImageName;
-
-/// The blobs a manifest or index names directly (config, layers, child manifests), with
-/// their media types. Unknown media types have no children (they are leaves: layers,
-/// configs, attestations' blobs…).
-pub fn children(media_type: &str, bytes: &[u8]) -> anyhow::Result<Vec<(Digest, String)>> {
-    if !is_manifest(media_type) && !is_index(media_type) {
-        return Ok(Vec::new());
-    }
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).with_context(|| format!("{media_type} is not valid JSON"))?;
-    let mut out = Vec::new();
-    let descriptors = ["config", "subject"]
-        .iter()
-        .filter_map(|k| value.get(k))
-        .chain(["layers", "manifests", "blobs"].iter().flat_map(|k| {
-            value
-                .get(k)
-                .and_then(|v| v.as_array())
-                .into_iter()
-                .flatten()
-        }));
-    for descriptor in descriptors {
-        let digest = descriptor
-            .get("digest")
-            .and_then(|d| d.as_str())
-            .context("a descriptor without a digest")?;
-        let child_type = descriptor
-            .get("mediaType")
-            .and_then(|d| d.as_str())
-            .unwrap_or_default();
-        out.push((digest.parse()?, child_type.to_string()));
-    }
-    Ok(out)
-}
 
 /// Every blob reachable from an image's top descriptor that is present in the store.
 /// Missing children of an index (platforms never pulled) are skipped, as containerd does.
@@ -67,7 +34,8 @@ pub fn reachable(
         }
         if is_manifest(&media_type) || is_index(&media_type) {
             let bytes = state.content.read(&digest)?;
-            stack.extend(children(&media_type, &bytes)?);
+            let kids = children(&media_type, &digest, &bytes)?;
+            stack.extend(kids.into_iter().map(|d| (d.digest, d.media_type)));
         }
     }
     Ok(())
@@ -117,78 +85,9 @@ pub fn image_id(state: &State, record: &ImageRecord) -> anyhow::Result<Digest> {
         return Ok(record.digest);
     }
     let bytes = state.content.read(&record.digest)?;
-    let config = children(&record.media_type, &bytes)?
+    let config = children(&record.media_type, &record.digest, &bytes)?
         .into_iter()
         .next()
         .context("a manifest without a config")?;
-    Ok(config.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_id_prefix_of_two_images_is_ambiguous_not_the_first_one() {
-        let root = tempfile::tempdir().unwrap();
-        let state = State::open(Some(root.path()), crate::state::Access::Shared).unwrap();
-        let digest = |last: u8| {
-            let mut bytes = [0xab; 32];
-            bytes[31] = last;
-            Digest::from_bytes(bytes)
-        };
-        let record = |last| ImageRecord {
-            digest: digest(last),
-            media_type: rbuild_cache::image::media_types::OCI_INDEX.to_string(),
-            size: 1,
-            created_at: 0,
-        };
-        state
-            .db
-            .set_image("docker.io/library/a:1", &record(1))
-            .unwrap();
-        state
-            .db
-            .set_image("docker.io/library/b:1", &record(2))
-            .unwrap();
-        let err = find(&state, "abab").unwrap_err().to_string();
-        assert!(err.contains("ambiguous"), "{err}");
-        let (name, _) = find(&state, &digest(2).hex()[..]).unwrap();
-        assert_eq!(name, "docker.io/library/b:1");
-    }
-
-    #[test]
-    fn children_of_a_manifest_and_an_index() {
-        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
-        let manifest = format!(
-            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":1}},
-               "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":2}}]}}"#,
-            d('a'),
-            d('b')
-        );
-        let kids = children(
-            "application/vnd.oci.image.manifest.v1+json",
-            manifest.as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(kids.len(), 2);
-        assert_eq!(kids[1].0.to_string(), d('b'));
-        let index = format!(
-            r#"{{"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":3}}]}}"#,
-            d('c')
-        );
-        let kids = children("application/vnd.oci.image.index.v1+json", index.as_bytes()).unwrap();
-        assert_eq!(
-            kids,
-            vec![(
-                d('c').parse().unwrap(),
-                "application/vnd.oci.image.manifest.v1+json".to_string()
-            )]
-        );
-        assert!(
-            children("application/vnd.oci.image.layer.v1.tar", b"\x1f\x8b")
-                .unwrap()
-                .is_empty()
-        );
-    }
+    Ok(config.digest)
 }

@@ -68,3 +68,28 @@ pub enum ImageError {
     #[error("invalid image reference {reference:?}: {reason}")]
     BadReference { reference: String, reason: String },
 }
+
+/// The blobs a manifest or an index names directly — a manifest's config, layers and subject,
+/// an index's manifests and subject — so every walk over an image (GC, loads, layouts)
+/// agrees on what an image holds. Other media types name nothing.
+pub fn children(
+    media_type: &str,
+    digest: &Digest,
+    bytes: &[u8],
+) -> Result<Vec<Descriptor>, ImageError> {
+    use blob::Document;
+    if media_types::is_manifest(media_type) {
+        let manifest = Manifest::from_json(bytes, digest)?;
+        let mut out = vec![manifest.config];
+        out.extend(manifest.layers);
+        out.extend(manifest.subject);
+        Ok(out)
+    } else if media_types::is_index(media_type) {
+        let index = Index::from_json(bytes, digest)?;
+        let mut out = index.manifests;
+        out.extend(index.subject);
+        Ok(out)
+    } else {
+        Ok(Vec::new())
+    }
+}

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use super::blobs::{invalid, read_small, BlobSink, BlobSource, VerifyingReader};
 use super::media_types::{self, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
 use super::tar_out::DetTar;
-use super::{Blob, Descriptor, ImageError, ImageName, Index, Manifest};
+use super::{Blob, Descriptor, ImageError, ImageName, Index};
 use crate::Digest;
 
 pub const OCI_LAYOUT_FILE: &str = "oci-layout";
@@ -162,18 +162,12 @@ fn walk(
             source,
         })
     };
-    if media_types::is_manifest(&desc.media_type) {
-        let manifest = Blob::<Manifest>::parse(read()?)?.into_value();
-        out.insert(manifest.config.digest, manifest.config.size);
-        for layer in &manifest.layers {
-            // Foreign layers live at their URLs; a layout may legitimately lack them.
-            if layer.urls.is_empty() || source.size(&layer.digest).is_ok() {
-                out.insert(layer.digest, layer.size);
-            }
-        }
-    } else if media_types::is_index(&desc.media_type) {
-        for child in Blob::<Index>::parse(read()?)?.into_value().manifests {
+    for child in super::children(&desc.media_type, &desc.digest, &read()?)? {
+        if media_types::is_manifest(&child.media_type) || media_types::is_index(&child.media_type) {
             walk(source, &child, depth + 1, out)?;
+        } else if child.urls.is_empty() || source.size(&child.digest).is_ok() {
+            // Foreign layers live at their URLs; a layout may legitimately lack them.
+            out.insert(child.digest, child.size);
         }
     }
     Ok(())
