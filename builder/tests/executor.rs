@@ -47,7 +47,19 @@ fn fixture() -> Option<Fixture> {
         return None;
     }
     let dir = tempfile::TempDir::new().unwrap();
-    let rootfs = dir.path().join("rootfs");
+    let (rootfs, state, scratch, runc) = make_rootfs(dir.path());
+    Some(Fixture {
+        _dir: dir,
+        rootfs,
+        state,
+        scratch,
+        runc,
+    })
+}
+
+/// A busybox rootfs, runc's state dir and the scratch dir under `dir`.
+fn make_rootfs(dir: &Path) -> (PathBuf, PathBuf, PathBuf, Runc) {
+    let rootfs = dir.join("rootfs");
     let bin = rootfs.join("bin");
     fs::create_dir_all(&bin).unwrap();
     fs::copy(BUSYBOX, bin.join("busybox")).unwrap();
@@ -70,16 +82,10 @@ fn fixture() -> Option<Fixture> {
         "root:x:0:\napp:x:1000:\nstaff:x:50:\n",
     )
     .unwrap();
-    let state = dir.path().join("state");
-    let scratch = dir.path().join("scratch");
+    let state = dir.join("state");
+    let scratch = dir.join("scratch");
     let runc = Runc::new(&state, &scratch).unwrap();
-    Some(Fixture {
-        _dir: dir,
-        rootfs,
-        state,
-        scratch,
-        runc,
-    })
+    (rootfs, state, scratch, runc)
 }
 
 impl Fixture {
@@ -346,4 +352,68 @@ fn parallel_runs_do_not_collide() {
         }
     });
     f.assert_nothing_left();
+}
+
+/// Set by `an_interrupt_kills_and_deletes_the_container` for the copy of this test binary it
+/// runs and interrupts.
+const CHILD_DIR: &str = "RBUILD_EXECUTOR_INTERRUPT_CHILD";
+
+/// In the child only: runs a long process until the parent sends SIGINT.
+#[test]
+fn interrupted_child() {
+    let Some(dir) = std::env::var_os(CHILD_DIR) else {
+        return;
+    };
+    let (rootfs, _, _, runc) = make_rootfs(Path::new(&dir));
+    rbuild::interrupt::install();
+    let mut out = CollectOutput::default();
+    let result = runc.run(&rootfs, &RunSpec::new(["sleep", "600"]), &mut out);
+    panic!("the run was not interrupted: {result:?}");
+}
+
+#[test]
+fn an_interrupt_kills_and_deletes_the_container() {
+    let Some(f) = fixture() else { return };
+    let dir = f.scratch.with_file_name("child");
+    fs::create_dir(&dir).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "interrupted_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR, &dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (state, scratch) = (dir.join("state"), dir.join("scratch"));
+    let running = || {
+        let list = Command::new(f.runc.binary())
+            .arg("--root")
+            .arg(&state)
+            .args(["list", "-q"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&list.stdout).trim().to_string()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while running().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container never started"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the child ended early");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status}");
+    assert_eq!(running(), "", "container left after the interrupt");
+    let bundles: Vec<_> = fs::read_dir(&scratch).unwrap().collect();
+    assert!(bundles.is_empty(), "bundles left: {bundles:?}");
 }
