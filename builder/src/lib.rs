@@ -6,6 +6,7 @@ pub mod bases;
 pub mod build;
 pub mod cli;
 pub mod debug;
+pub mod executor;
 pub mod export;
 pub mod images;
 pub mod interrupt;
