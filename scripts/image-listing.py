@@ -14,6 +14,10 @@ IMAGE is any of:
 Layers are applied in order honouring whiteouts (`.wh.NAME`, `.wh..wh..opq`), in memory: no
 file is written, so it runs as any user and on any filesystem.
 
+--base-config BASE_SUMMARY (with --base): the base's config summary; the listing is relative
+to the base only when the image's history begins with the base's history, else full (an
+image FROM scratch).
+
 --base BASE_LISTING: a full listing (this tool's output without --base) of the base image;
 the listing then has only the lines that differ from it, plus `- PATH` for base paths that
 are gone. Without --rootfs the listing goes to stdout; --config writes the config summary.
@@ -332,6 +336,8 @@ def main():
     ap.add_argument("--rootfs", help="write the listing here (default: stdout)")
     ap.add_argument("--config", help="write the config summary here")
     ap.add_argument("--config-file", help="config for a rootfs directory IMAGE")
+    ap.add_argument("--base-config", help="the base's config summary (--config output): "
+                    "--base applies only if the image's history starts with the base's")
     args = ap.parse_args()
 
     image = args.image
@@ -355,7 +361,13 @@ def main():
                 tree.apply_layer(tf)
 
     lines = tree.lines()
-    if args.base:
+    use_base = bool(args.base)
+    if use_base and args.base_config:
+        with open(args.base_config) as f:
+            base_history = json.load(f)["history"]
+        history = config_summary(config or {})["history"]
+        use_base = history[: len(base_history)] == base_history
+    if use_base:
         with open(args.base) as f:
             base_lines = [l.rstrip("\n") for l in f if l.strip()]
         lines = diff_lines(lines, base_lines)
