@@ -85,14 +85,22 @@ case_context() {
 # base when the image's history starts with the base's (else a full listing: FROM scratch).
 list() {
     local image=$1 base=$2 out=$3
+    local with_base=()
     mkdir -p "$out"
-    python3 "$listing" "$image" --base "$base/full-rootfs.txt" --base-config "$base/config.json" \
-        --rootfs "$out/rootfs.txt" --config "$out/config.json"
+    # Without a base (it failed to build), images FROM busybox get a full listing and differ.
+    if [[ -f $base/full-rootfs.txt ]]; then
+        with_base=(--base "$base/full-rootfs.txt" --base-config "$base/config.json")
+    fi
+    python3 "$listing" "$image" "${with_base[@]}" --rootfs "$out/rootfs.txt" --config "$out/config.json"
 }
 
 # ---- builders: build_base SIDE, build_case SIDE CASE -> $work/SIDE/CASE/image.tar
-rbuild_bin=${RBUILD:-$repo/target/debug/rbuild}
-if [[ -n ${CARGO_TARGET_DIR:-} && -z ${RBUILD:-} ]]; then rbuild_bin=$CARGO_TARGET_DIR/debug/rbuild; fi
+# rbuild: $RBUILD, else built here with cargo (honours CARGO_TARGET_DIR).
+rbuild_bin=${RBUILD:-}
+if [[ $candidate == rbuild || $reference == rbuild ]] && [[ -z $rbuild_bin ]]; then
+    (cd "$repo" && cargo build -q -p rbuild --bin rbuild) || { echo "compat.sh: cargo build failed" >&2; exit 2; }
+    rbuild_bin=${CARGO_TARGET_DIR:-$repo/target}/debug/rbuild
+fi
 
 build_base() {
     local side=$1 dir="$work/$1/_base"
@@ -138,9 +146,8 @@ for side in $candidate $reference; do
     need_build "$side" || continue
     [[ " ${base_ok[*]} " == *" $side "* ]] && continue
     if ! build_base "$side"; then
-        echo "compat.sh: the busybox base did not build with $side:" >&2
-        tail -5 "$work/$side/_base/build.log" >&2
-        base_fail=$side
+        echo "compat.sh: the busybox base did not build with $side (cases FROM busybox will fail):" >&2
+        grep -v '^\s*$' "$work/$side/_base/build.log" | tail -3 | sed 's/^/    /' >&2
     fi
     base_ok+=("$side")
 done
@@ -164,9 +171,6 @@ for name in "${cases[@]}"; do
             none) continue ;;
             expected) results+=("$cases_dir/$name/expected"); continue ;;
         esac
-        if [[ ${base_fail:-} == "$side" ]]; then
-            err="the busybox base did not build with $side"; break
-        fi
         if ! build_case "$side" "$name"; then
             err="$side build failed: $(grep -v '^\s*$' "$work/$side/$name/build.log" | tail -1)"; break
         fi

@@ -183,17 +183,16 @@ class Tree:
                 raise SystemExit("%s: unsupported tar entry type %r" % (m.name, m.type))
 
     def lines(self):
-        out = [self.entries[p].line(p) for p in sorted(self.entries, key=os.fsencode)]
+        out = [self.entries[p].line(p) for p in sorted(self.entries, key=esc)]
         groups = {}
         for p, e in self.entries.items():
             if e.kind == "f":
                 groups.setdefault(e.inode, []).append(p)
         links = sorted(
-            sorted(g, key=os.fsencode) for g in groups.values() if len(g) > 1
+            "hardlinks: " + " ".join(sorted(esc(p) for p in g))
+            for g in groups.values() if len(g) > 1
         )
-        for g in links:
-            out.append("hardlinks: " + " ".join(esc(p) for p in g))
-        return out
+        return out + links
 
 
 def tree_from_dir(root):
@@ -323,10 +322,7 @@ def diff_lines(lines, base_lines):
     paths = [l for l in out if not l.startswith("hardlinks: ") and not l.startswith("- hardlinks: ")]
     groups = [l for l in out if l.startswith("hardlinks: ") or l.startswith("- hardlinks: ")]
 
-    def sort_key(line):
-        return os.fsencode(line.rsplit(" ", 1)[1] if not line.startswith("- ") else line[2:])
-
-    return sorted(paths, key=sort_key) + sorted(groups)
+    return sorted(paths, key=lambda line: line.rsplit(" ", 1)[1]) + sorted(groups)
 
 
 def main():
@@ -381,7 +377,7 @@ def main():
         if config is None:
             raise SystemExit("--config needs an image, or --config-file with a rootfs directory")
         with open(args.config, "w") as f:
-            json.dump(config_summary(config), f, indent=2, sort_keys=True)
+            json.dump(config_summary(config), f, indent=2, sort_keys=True, ensure_ascii=False)
             f.write("\n")
 
 
