@@ -134,8 +134,37 @@ build_case() {
     esac
 }
 
-# first_diff A B: the first differing line of two files, as "-ref / +cand".
+# first_diff A B: the first difference of two files: for config.json the first key that
+# differs with both values, else the first differing lines as "-ref +cand".
 first_diff() {
+    if [[ $1 == *.json ]]; then
+        python3 - "$1" "$2" <<'PY'
+import json, sys
+ref, cand = (json.load(open(p)) for p in sys.argv[1:3])
+def walk(a, b, path):
+    if type(a) != type(b) or not isinstance(a, (dict, list)):
+        return None if a == b else path
+    keys = sorted(set(a) | set(b)) if isinstance(a, dict) else range(max(len(a), len(b)))
+    for k in keys:
+        if isinstance(a, dict):
+            x, y = a.get(k), b.get(k)
+        else:
+            x = a[k] if k < len(a) else None
+            y = b[k] if k < len(b) else None
+        found = walk(x, y, path + [k])
+        if found is not None:
+            return found
+    return None
+path = walk(ref, cand, [])
+def at(v, path):
+    for k in path:
+        v = v.get(k) if isinstance(v, dict) else (v[k] if k < len(v) else None)
+    return v
+name = ".".join(str(k) for k in path)
+print("%s: reference %s, candidate %s" % (name, json.dumps(at(ref, path)), json.dumps(at(cand, path))))
+PY
+        return
+    fi
     diff -U0 "$1" "$2" | grep -v '^\(---\|+++\|@@\)' | head -2 | tr '\n' ' ' | sed 's/ $//'
 }
 
