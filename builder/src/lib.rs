@@ -7,6 +7,7 @@ pub mod build;
 pub mod cli;
 pub mod debug;
 pub mod export;
+pub mod fileop;
 pub mod images;
 pub mod interrupt;
 pub mod output;
