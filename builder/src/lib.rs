@@ -8,6 +8,7 @@ pub mod cli;
 pub mod debug;
 pub mod executor;
 pub mod export;
+pub mod fileop;
 pub mod images;
 pub mod interrupt;
 pub mod output;
