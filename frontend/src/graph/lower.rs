@@ -417,6 +417,23 @@ impl<'a> Lowering<'a> {
         Ok(exp.result)
     }
 
+    /// Expands a heredoc body as BuildKit's `ExpandRaw` does: `$vars` only, quotes kept as
+    /// text, `\` as the escape whatever the file's escape token.
+    pub fn expand_raw(
+        &mut self,
+        state: &StageState,
+        instr: &Instruction,
+        text: &str,
+    ) -> Result<String, LowerError> {
+        let mut lexer = crate::shell::Lexer::new('\\');
+        lexer.skip_process_quotes = true;
+        let exp = lexer
+            .process_word_with_matches(text, &state.env)
+            .map_err(|e| at(instr, e.to_string()))?;
+        self.note_undefined(state, instr, exp.unmatched);
+        Ok(exp.result)
+    }
+
     /// Expands an optional word (a flag value that may be absent).
     pub fn expand_opt(
         &mut self,

@@ -235,6 +235,23 @@ fn copy_heredoc_is_one_source_not_a_context_path() {
         .all(|v| !matches!(v.op, Op::Context { .. })));
 }
 
+// BuildKit's SourcesAndDest.ExpandRaw: `$vars` in an unquoted heredoc body, quotes kept.
+#[test]
+fn copy_heredoc_bodies_are_expanded_unless_quoted() {
+    let src = "FROM busybox\nENV NAME=world\nCOPY <<EOF /a\nhi $NAME \"q\" ${NAME}\nEOF\n\
+               COPY <<'EOF' /b\nhi $NAME\nEOF\nCOPY <<-EOF /c\n\t$NAME\nEOF\n";
+    let g = lower_src(src);
+    let bodies: Vec<String> = g
+        .graph
+        .node_weights()
+        .filter_map(|v| match &v.op {
+            Op::File(FileOp::Copy(c)) => Some(c.heredocs[0].content.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bodies, ["hi world \"q\" world\n", "hi $NAME\n", "world\n"]);
+}
+
 #[test]
 fn run_heredocs_become_scripts() {
     let exec_args = |src: &str| {

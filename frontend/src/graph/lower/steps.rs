@@ -169,6 +169,18 @@ impl Lowering<'_> {
             let kw = instr.keyword.to_ascii_uppercase();
             return Err(at(instr, format!("When using {kw} with more than one source file, the destination must be a directory and end with a /")));
         }
+        // The bodies as the files will hold them: tabs stripped for `<<-`, `$vars` expanded
+        // unless the delimiter was quoted.
+        let mut heredocs = spec.heredocs.clone();
+        for doc in &mut heredocs {
+            if doc.chomp {
+                doc.content = crate::parser::chomp_heredoc_content(&doc.content);
+                doc.chomp = false;
+            }
+            if doc.expand {
+                doc.content = self.expand_raw(state, instr, &doc.content)?;
+            }
+        }
         let action = CopyAction {
             sources,
             dest: resolve_in(&state.config.working_dir, &dest),
@@ -179,7 +191,7 @@ impl Lowering<'_> {
             exclude,
             from,
             user: state.config.user.clone(),
-            heredocs: spec.heredocs.clone(),
+            heredocs,
         };
         Ok((action, dest))
     }
