@@ -10,6 +10,7 @@ pub mod export;
 pub mod images;
 pub mod interrupt;
 pub mod output;
+pub mod snapshot;
 pub mod source;
 pub mod state;
 pub mod timestamp;
