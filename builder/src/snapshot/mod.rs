@@ -18,7 +18,8 @@
 //! On-disk layout under `<root>/snapshots/`:
 //! - `layers/<name>/`, `layers/<name>.id` (the full diffID the name stands for);
 //! - `active/<id>/`: one per live [`Active`] or [`View`], locked (`flock`) by its owner; `u`
-//!   (upper), `w` (work), `m` (overlay mount point) or `r` (native root), `t` (native tar).
+//!   (upper), `w` (work), `m` (overlay mount point), `e` (a view's empty bottom lower) or `r`
+//!   (native root; bind-mounted read-only for a view), `t` (native commit's tar), `clock`.
 //!   [`Snapshots::open`] removes the ones whose owner is gone (a crash or `kill -9`);
 //! - `empty/`: an empty lowerdir for scratch snapshots.
 //!
