@@ -12,6 +12,7 @@ pub mod fileop;
 pub mod images;
 pub mod interrupt;
 pub mod output;
+pub mod snapshot;
 pub mod source;
 pub mod state;
 pub mod timestamp;
