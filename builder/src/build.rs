@@ -4,18 +4,25 @@
 //! Steps that change the filesystem (RUN, COPY, ADD, WORKDIR) need the executor and snapshots
 //! of issue #4; until then a build whose target needs one stops with an error that says so.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
 use rbuild_cache::image::{
     media_types, Blob, ContainerConfig, Descriptor, History, ImageConfig, Manifest, Platform,
 };
-use rbuild_frontend::graph::{BuildGraph, Op, StageNode};
+use rbuild_cache::layer::{apply_layer, ApplyOptions, Compression, LayerOptions, WhiteoutMode};
+use rbuild_frontend::graph::{BuildGraph, Edge, Op, StageNode};
 
 use crate::bases::{BaseImage, StoreBases};
-use crate::cli::BuildArgs;
+use crate::cli::{BuildArgs, SnapshotterChoice};
+use crate::executor::{Executor, Runc};
 use crate::export;
+use crate::fileop::IgnoreRules;
 use crate::output::{Output, OutputSpec};
+use crate::snapshot::{Snapshots, SnapshotterKind};
+use crate::solve::{BuildContext, SolvedLayer, Solver};
 use crate::source::Source;
 use crate::state::{Access, State};
 use crate::timestamp;
@@ -25,8 +32,9 @@ const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
 
 pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<()> {
     let outputs = output_specs(args)?;
-    let dockerfile_path = dockerfile_path(args)?;
-    let source = Source::read(&dockerfile_path)?;
+    let state = State::open(root, Access::Shared)?;
+    let inputs = read_inputs(args, &state)?;
+    let source = &inputs.source;
     let dockerfile = source.parse()?;
     // One platform at a time until multi-platform builds arrive (issue #7).
     ensure!(
@@ -35,13 +43,28 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<()> {
     );
     let platform = args.platforms.first().map(String::as_str);
     let options = crate::debug::lower_options(args.target.as_deref(), &args.build_args, platform)?;
-    let state = State::open(root, Access::Shared)?;
     let bases = StoreBases::new(&state);
     let graph = source.lower_with(&dockerfile, &options, &bases)?;
     let stage = &graph.stages[&graph.target];
-    let base = stage_base(&graph, stage, &bases)?;
+    let base = root_base(&graph, stage, &bases)?;
     let created = created_time(args)?;
-    let image = assemble(&state, stage, base.as_ref(), &created, args)?;
+    let snapshots = Snapshots::open(&state.root, snapshotter_kind(args.snapshotter))?;
+    let executor = executor_for(&graph, &state)?;
+    let layer_options = LayerOptions {
+        compression: Compression::Gzip,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        source_date_epoch: None,
+    };
+    let mut solver = Solver::new(
+        &state,
+        &snapshots,
+        executor.as_ref(),
+        &bases,
+        inputs.context.as_ref(),
+        layer_options,
+    );
+    let layers = solver.solve(&graph, stage.head)?;
+    let image = assemble(&state, stage, base.as_ref(), &layers, &created, args)?;
     eprintln!("writing image {} done", image.config_digest);
     for spec in &outputs {
         send(&state, &image, spec)?;
@@ -54,6 +77,103 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<()> {
         write_metadata(path, &image)?;
     }
     Ok(())
+}
+
+/// The Dockerfile and the build context, as the user gave them.
+struct Inputs {
+    source: Source,
+    context: Option<BuildContext>,
+    /// Holds a context that came as a tar on stdin, extracted, for the build's duration.
+    _extracted: Option<tempfile::TempDir>,
+}
+
+/// PATH is a directory, or `-`: stdin holds either a Dockerfile (no context) or a tar of the
+/// context (plain, gzip or zstd), as `docker build -` reads it.
+fn read_inputs(args: &BuildArgs, state: &State) -> anyhow::Result<Inputs> {
+    if args.context != "-" {
+        let path = dockerfile_path(args)?;
+        let source = Source::read(&path)?;
+        let context = build_context(Path::new(&args.context), &path)?;
+        return Ok(Inputs {
+            source,
+            context: Some(context),
+            _extracted: None,
+        });
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+        .context("reading stdin")?;
+    if !is_tar(&bytes) {
+        ensure!(
+            args.file.as_deref().is_none_or(|f| f == "-"),
+            "PATH `-` reads the Dockerfile from stdin, so `--file` cannot name another one"
+        );
+        let source = Source {
+            name: crate::source::STDIN_NAME.to_string(),
+            bytes,
+        };
+        return Ok(Inputs {
+            source,
+            context: None,
+            _extracted: None,
+        });
+    }
+    let dir = state.temp_dir()?;
+    let options = ApplyOptions::for_current_user(WhiteoutMode::Apply);
+    apply_layer(&bytes[..], dir.path(), &options, None)
+        .context("extracting the context from stdin")?;
+    let name = args
+        .file
+        .clone()
+        .unwrap_or_else(|| "Dockerfile".to_string());
+    let inside = dir.path().join(&name);
+    let source = Source {
+        bytes: std::fs::read(&inside).with_context(|| {
+            format!("cannot read the Dockerfile {name:?} in the context from stdin")
+        })?,
+        name,
+    };
+    let context = build_context(dir.path(), &inside.to_string_lossy())?;
+    Ok(Inputs {
+        source,
+        context: Some(context),
+        _extracted: Some(dir),
+    })
+}
+
+/// A tar stream, compressed or not: gzip/zstd magic, or ustar's magic at offset 257.
+fn is_tar(bytes: &[u8]) -> bool {
+    match rbuild_cache::layer::detect_compression(bytes) {
+        Some(Compression::Gzip | Compression::Zstd) => true,
+        _ => bytes.get(257..262) == Some(b"ustar"),
+    }
+}
+
+/// The build context directory and its ignore file: `<Dockerfile>.dockerignore` beside the
+/// Dockerfile wins over `.dockerignore` at the context's root, as BuildKit reads them.
+fn build_context(root: &Path, dockerfile_path: &str) -> anyhow::Result<BuildContext> {
+    let candidates = [
+        PathBuf::from(format!("{dockerfile_path}.dockerignore")),
+        root.join(".dockerignore"),
+    ];
+    let mut ignore = None;
+    for path in candidates {
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let name = path.to_string_lossy().into_owned();
+                ignore = Some(IgnoreRules::parse(&bytes, &name)?);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("reading {}", path.display())))
+            }
+        }
+    }
+    Ok(BuildContext {
+        root: root.to_path_buf(),
+        ignore,
+    })
 }
 
 /// `--output` values, or the local image store (with the `-t` names) when there are none.
@@ -77,25 +197,67 @@ fn output_specs(args: &BuildArgs) -> anyhow::Result<Vec<OutputSpec>> {
     Ok(specs)
 }
 
-/// The target stage's root: scratch (`None`) or a base image. Every step between the root and
-/// the stage's head must be a config change, since filesystem steps arrive with issue #4.
-fn stage_base(
+/// The target stage's root image (`None` for scratch), whose config and history the image
+/// continues: follow the root filesystem edges down from the stage's head.
+fn root_base(
     graph: &BuildGraph,
     stage: &StageNode,
     bases: &StoreBases,
 ) -> anyhow::Result<Option<BaseImage>> {
-    let head = &graph.graph[stage.head];
-    match &head.op {
-        Op::Scratch => Ok(None),
-        Op::Image {
-            reference,
-            platform,
-        } => bases.get(reference, platform).map(Some),
-        Op::Exec(_) | Op::File(_) | Op::Context { .. } => bail!(
-            "{}: running RUN, COPY, ADD and WORKDIR steps is not implemented yet (the executor \
-             and snapshots arrive with issue #4)",
-            head.name
-        ),
+    let mut vertex = stage.head;
+    loop {
+        match &graph.graph[vertex].op {
+            Op::Scratch => return Ok(None),
+            Op::Image {
+                reference,
+                platform,
+            } => return bases.get(reference, platform).map(Some),
+            _ => {}
+        }
+        vertex = graph
+            .graph
+            .edges_directed(vertex, Direction::Incoming)
+            .find(|e| matches!(e.weight(), Edge::Rootfs))
+            .map(|e| e.source())
+            .context("a step without a root filesystem")?;
+    }
+}
+
+/// runc when the build runs a RUN; otherwise nothing is needed (config-only images build
+/// without a container runtime).
+fn executor_for(graph: &BuildGraph, state: &State) -> anyhow::Result<Box<dyn Executor>> {
+    let runs = graph
+        .graph
+        .node_indices()
+        .any(|v| matches!(graph.graph[v].op, Op::Exec(_)));
+    if !runs {
+        return Ok(Box::new(NoRuntime));
+    }
+    Ok(Box::new(Runc::new(
+        &state.root.join("runc"),
+        &state.root.join("tmp"),
+    )?))
+}
+
+/// The executor of builds without RUN steps: never called.
+struct NoRuntime;
+
+impl Executor for NoRuntime {
+    fn run(
+        &self,
+        _: &Path,
+        _: &crate::executor::RunSpec,
+        _: &mut dyn crate::executor::OutputSink,
+    ) -> Result<(), crate::executor::ExecError> {
+        unreachable!("a build without RUN steps runs no process")
+    }
+}
+
+fn snapshotter_kind(choice: SnapshotterChoice) -> SnapshotterKind {
+    match choice {
+        SnapshotterChoice::Auto => SnapshotterKind::Auto,
+        SnapshotterChoice::Overlay => SnapshotterKind::Overlay,
+        SnapshotterChoice::Native => SnapshotterKind::Native,
     }
 }
 
@@ -133,25 +295,16 @@ fn assemble(
     state: &State,
     stage: &StageNode,
     base: Option<&BaseImage>,
+    solved: &[SolvedLayer],
     created: &str,
     args: &BuildArgs,
 ) -> anyhow::Result<BuiltImage> {
-    let config = image_config(stage, base, created, args)?;
+    let mut config = image_config(stage, base, created, args)?;
+    config.rootfs.diff_ids = solved.iter().map(|l| *l.diff_id()).collect();
+    pair_history_with_layers(&mut config.history, solved.len());
     let config = Blob::canonical(config)?;
     state.content.put(config.bytes())?;
-    let layers = base
-        .map(|b| {
-            b.manifest
-                .value()
-                .layers
-                .iter()
-                .map(|l| Descriptor {
-                    media_type: media_types::to_oci(&l.media_type).to_string(),
-                    ..l.clone()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let layers = solved.iter().map(|l| l.blob.clone()).collect();
     let manifest = Manifest::new_oci(config.descriptor(media_types::OCI_CONFIG), layers);
     let manifest = Blob::canonical(manifest)?;
     state.content.put(manifest.bytes())?;
@@ -189,7 +342,6 @@ fn image_config(
     let container: ContainerConfig = serde_json::from_value(serde_json::to_value(&stage_config)?)?;
     config.config = Some(container);
     if let Some(base) = base {
-        config.rootfs.diff_ids = base.config.value().rootfs.diff_ids.clone();
         config.history = base.config.value().history.clone();
     }
     for step in &stage.history {
@@ -202,6 +354,27 @@ fn image_config(
         });
     }
     Ok(config)
+}
+
+/// One history entry per layer, as BuildKit's exporter ensures: entries claiming more layers
+/// than there are become empty from the bottom; missing ones are added.
+fn pair_history_with_layers(history: &mut Vec<History>, layers: usize) {
+    let mut claimed = 0;
+    for entry in history.iter_mut() {
+        if claimed >= layers {
+            entry.empty_layer = true;
+        }
+        if !entry.empty_layer {
+            claimed += 1;
+        }
+    }
+    for _ in claimed..layers {
+        history.push(History {
+            created_by: Some("created by rbuild".to_string()),
+            comment: Some("buildkit.exporter.image.v0".to_string()),
+            ..History::default()
+        });
+    }
 }
 
 fn send(state: &State, image: &BuiltImage, spec: &OutputSpec) -> anyhow::Result<()> {
@@ -259,13 +432,6 @@ fn write_metadata(path: &Path, image: &BuiltImage) -> anyhow::Result<()> {
 /// working directory, as buildx reads it), `-` for stdin, else `PATH/Dockerfile`. A context
 /// of `-` means "the Dockerfile on stdin, no context".
 fn dockerfile_path(args: &BuildArgs) -> anyhow::Result<String> {
-    if args.context == "-" {
-        ensure!(
-            args.file.as_deref().is_none_or(|f| f == "-"),
-            "PATH `-` reads the Dockerfile from stdin, so `--file` cannot name another one"
-        );
-        return Ok("-".to_string());
-    }
     let context = Path::new(&args.context);
     if !context.exists() {
         bail!(

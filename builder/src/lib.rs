@@ -13,6 +13,7 @@ pub mod images;
 pub mod interrupt;
 pub mod output;
 pub mod snapshot;
+pub mod solve;
 pub mod source;
 pub mod state;
 pub mod timestamp;

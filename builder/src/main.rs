@@ -12,7 +12,13 @@ use rbuild::{build, debug, images};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
-    match run(&cli) {
+    rbuild::interrupt::install();
+    let result = run(&cli);
+    // Interrupted: the build unwound (containers stopped, mounts undone); say so by the code.
+    if rbuild::interrupt::interrupted() {
+        return ExitCode::from(130);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             match err.downcast_ref::<Reported>() {

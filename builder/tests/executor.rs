@@ -368,6 +368,10 @@ fn interrupted_child() {
     rbuild::interrupt::install();
     let mut out = CollectOutput::default();
     let result = runc.run(&rootfs, &RunSpec::new(["sleep", "600"]), &mut out);
+    // The signal killed the container, the run returned and cleaned up: exit as main does.
+    if rbuild::interrupt::interrupted() {
+        std::process::exit(130);
+    }
     panic!("the run was not interrupted: {result:?}");
 }
 

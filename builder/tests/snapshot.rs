@@ -505,8 +505,9 @@ fn concurrent_unpacks_of_one_layer_agree() {
     assert!(left.is_empty(), "{left:?}");
 }
 
-/// Ctrl-C while snapshots are mounted: the interrupt handler unmounts and removes them.
-/// The test runs itself again as the child that gets the signal.
+/// Ctrl-C while snapshots are mounted and the build does not unwind (the child sleeps): a
+/// second Ctrl-C makes the interrupt handler unmount and remove them itself. The test runs
+/// itself again as the child that gets the signals.
 #[test]
 fn an_interrupt_undoes_every_mount() {
     const CHILD: &str = "RBUILD_SNAPSHOT_TEST_CHILD";
@@ -542,14 +543,19 @@ fn an_interrupt_undoes_every_mount() {
     assert_eq!(mounts_under(state.path()).len(), 2);
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "one signal only stops, it does not exit"
+    );
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     assert_clean(state.path());
 }
 
 /// The native copy keeps what a layer can carry: owners, modes, xattrs, hardlinks, symlinks
-/// and devices (fifos: rbuild-cache's applier cannot read back the fifo headers its writer
-/// makes yet — empty device fields — so they are left out here); and an untouched snapshot commits an empty layer in both snapshotters.
+/// and devices; and an untouched snapshot commits an empty layer in both snapshotters.
 #[test]
 fn native_copies_keep_metadata() {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};

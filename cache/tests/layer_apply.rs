@@ -774,3 +774,35 @@ fn an_oversized_extension_header_is_refused_before_it_is_read_into_memory() {
     );
     assert!(!dest.exists());
 }
+
+/// What the writer makes, the applier reads: a fifo (no device) survives the round trip.
+#[test]
+fn a_fifo_written_by_the_layer_writer_applies() {
+    use rbuild_cache::layer::{write_layer, ChangeSet, Compression, LayerOptions};
+    let tree = tempfile::TempDir::new().unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        tree.path().join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    let mut tar = Vec::new();
+    let options = LayerOptions {
+        compression: Compression::None,
+        threads: 1,
+        source_date_epoch: None,
+    };
+    write_layer(
+        &ChangeSet::from_dir(tree.path()).unwrap(),
+        &mut tar,
+        &options,
+    )
+    .unwrap();
+    let dest = tempfile::TempDir::new().unwrap();
+    let target = dest.path().join("out");
+    unpack_layer(&tar[..], &target, &opts(WhiteoutMode::Apply), None).unwrap();
+    let meta = std::fs::symlink_metadata(target.join("fifo")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()));
+}

@@ -240,7 +240,7 @@ struct Container<'a> {
     bundle: PathBuf,
     stubs: Option<MountStubs>,
     done: bool,
-    _guard: interrupt::Guard,
+    _guard: [interrupt::Guard; 2],
 }
 
 impl Container<'_> {
@@ -294,22 +294,37 @@ fn delete_container(binary: &Path, state_dir: &Path, id: &str) -> Result<(), Exe
     })
 }
 
-/// On SIGINT/SIGTERM while the run lasts: kill the container, delete it, remove its bundle.
-fn interrupt_cleanup(runc: &Runc, id: &str, bundle: &Path) -> interrupt::Guard {
+/// On SIGINT/SIGTERM while the run lasts: kill the container at once (the run then returns
+/// and `Container`'s drop deletes it); delete it and remove its bundle only if the build does
+/// not unwind by itself.
+fn interrupt_cleanup(runc: &Runc, id: &str, bundle: &Path) -> [interrupt::Guard; 2] {
     let (binary, state_dir) = (runc.binary.clone(), runc.state_dir.clone());
+    let (kill_binary, kill_state, kill_id) = (binary.clone(), state_dir.clone(), id.to_string());
+    let stop = interrupt::register_stop(move || {
+        // `runc run` records the container a moment after its process starts: a signal in
+        // that window finds nothing to kill yet, so try again for a while.
+        for _ in 0..50 {
+            let killed = Command::new(&kill_binary)
+                .arg("--root")
+                .arg(&kill_state)
+                .args([OsStr::new("kill"), OsStr::new(&kill_id), OsStr::new("KILL")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if killed {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
     let (id, bundle) = (id.to_string(), bundle.to_path_buf());
-    interrupt::register(move || {
-        let _ = Command::new(&binary)
-            .arg("--root")
-            .arg(&state_dir)
-            .args([OsStr::new("kill"), OsStr::new(&id), OsStr::new("KILL")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+    let undo = interrupt::register(move || {
         let _ = delete_container(&binary, &state_dir, &id);
         let _ = std::fs::remove_dir_all(&bundle);
-    })
+    });
+    [stop, undo]
 }
 
 /// Creates the working directory in the rootfs if it is missing (0755, owned by the user, as

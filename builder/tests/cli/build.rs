@@ -3,7 +3,7 @@
 use crate::util::{fixture, rbuild, run};
 
 #[test]
-fn build_of_a_file_with_filesystem_steps_says_they_are_missing() {
+fn build_from_a_base_missing_from_the_store_names_it() {
     let out = run(rbuild(&fixture("ok")).args(["build", "-t", "app:1.0", "."]));
     assert_eq!(out.code, 1);
     insta::assert_snapshot!(out);
@@ -51,8 +51,9 @@ fn build_reports_located_errors_with_the_name_given_to_f() {
     let out = run(rbuild(&fixture("")).args(["build", "-f", "tabs/Dockerfile", "ok"]));
     assert_eq!(out.code, 1);
     assert!(out.stderr.starts_with("tabs/Dockerfile:2:2: "), "{out}");
+    // Read, parsed and lowered: the build got as far as looking for its base image.
     let out = run(rbuild(&fixture("")).args(["-f", "sub/Dockerfile.dev", "ok"]));
-    assert!(out.stderr.contains("not implemented yet"), "{out}");
+    assert!(out.stderr.contains("is not in the local store"), "{out}");
 }
 
 #[test]

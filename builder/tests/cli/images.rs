@@ -64,6 +64,12 @@ fn make_base_image(dir: &Path, name: &str) -> BaseImage {
         diff_ids.push(info.diff_id);
     }
     let mut config = ImageConfig::new_for(&Platform::new("linux", host_arch(), None));
+    config.history = (0..diff_ids.len())
+        .map(|i| rbuild_cache::image::History {
+            created_by: Some(format!("layer {i}")),
+            ..Default::default()
+        })
+        .collect();
     config.rootfs.diff_ids = diff_ids;
     config.created = Some("2024-01-01T00:00:00Z".to_string());
     let config = Blob::canonical(config).unwrap();
@@ -193,13 +199,15 @@ fn a_build_goes_to_the_store_with_the_config_and_history_buildkit_writes() {
     assert_eq!(
         history,
         [
+            "layer 0",
+            "layer 1",
             "ENV GREETING=hi",
             "LABEL org.example=yes",
             "CMD [\"/bin/tool\"]"
         ]
     );
-    assert_eq!(config["history"][0]["comment"], "buildkit.dockerfile.v0");
-    assert_eq!(config["history"][0]["empty_layer"], true);
+    assert_eq!(config["history"][2]["comment"], "buildkit.dockerfile.v0");
+    assert_eq!(config["history"][2]["empty_layer"], true);
     assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
 }
 
@@ -427,13 +435,6 @@ fn a_base_image_that_is_not_in_the_store_is_a_clear_error() {
         out.stderr.contains(
             "base image nothere:3: docker.io/library/nothere:3 is not in the local store"
         ),
-        "{out}"
-    );
-    let out = ws.build("FROM base:1\nRUN true\n", &[]);
-    assert_eq!(out.code, 1);
-    assert!(
-        out.stderr
-            .contains("RUN true: running RUN, COPY, ADD and WORKDIR steps is not implemented yet"),
         "{out}"
     );
 }

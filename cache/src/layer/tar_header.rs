@@ -174,7 +174,9 @@ fn ustar_header(meta: &EntryMeta) -> Header {
     header.set_gid(meta.gid);
     header.set_mtime(meta.mtime.max(0) as u64);
     header.set_size(meta.size);
-    if matches!(meta.kind, Kind::Char | Kind::Block) {
+    // Fifos get zero device numbers too, as GNU tar writes them: a blank field is not a
+    // number to strict readers.
+    if matches!(meta.kind, Kind::Char | Kind::Block | Kind::Fifo) {
         // Linux device numbers (12-bit major, 20-bit minor) always fit the octal fields.
         let ustar = header.as_ustar_mut().expect("new_ustar is ustar");
         ustar.set_device_major(meta.dev_major);

@@ -300,7 +300,12 @@ impl<'a> Lowering<'a> {
                     &[],
                     format!("[{}] FROM scratch", label(stage, index)),
                 );
-                (v, ImageConfig::default(), vec![v], platform)
+                // BuildKit's empty image: WorkingDir "/" (and the default PATH, set below).
+                let config = ImageConfig {
+                    working_dir: "/".to_string(),
+                    ..ImageConfig::default()
+                };
+                (v, config, vec![v], platform)
             }
             None => {
                 let op = Op::Image {

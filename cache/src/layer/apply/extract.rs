@@ -436,8 +436,15 @@ impl<'o> Extractor<'o> {
             entry: name.to_string(),
             cause: format!("device number: {e}"),
         };
-        let major = h.device_major().map_err(bad)?.unwrap_or(0);
-        let minor = h.device_minor().map_err(bad)?.unwrap_or(0);
+        // A fifo has no device; some writers leave its number fields blank.
+        let (major, minor) = if kind == EntryType::Fifo {
+            (0, 0)
+        } else {
+            (
+                h.device_major().map_err(bad)?.unwrap_or(0),
+                h.device_minor().map_err(bad)?.unwrap_or(0),
+            )
+        };
         let file_type = match kind {
             EntryType::Char => FileType::CharacterDevice,
             EntryType::Block => FileType::BlockDevice,

@@ -1,0 +1,377 @@
+//! The solver: runs the vertices the target needs, inputs first, and gives each its result —
+//! a chain of layers (bottom first) or the build context. One vertex at a time for now; the
+//! parallel scheduler and the cache arrive with issue #6.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use petgraph::stable_graph::NodeIndex;
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+use rbuild_cache::image::{media_types, Descriptor};
+use rbuild_cache::layer::LayerOptions;
+use rbuild_cache::Digest;
+use rbuild_frontend::graph::{BuildGraph, Edge, ExecOp, FileOp, Op, Vertex};
+use rbuild_frontend::instructions::NetworkMode;
+
+use crate::bases::StoreBases;
+use crate::executor::{BindMount, Executor, Network, OutputSink, RunSpec, Stream};
+use crate::fileop::{self, SourceTree};
+use crate::snapshot::{LayerDir, Snapshots};
+use crate::state::State;
+
+/// A layer of a solved chain: where it is unpacked and its blob in the content store.
+#[derive(Clone, Debug)]
+pub struct SolvedLayer {
+    pub dir: LayerDir,
+    pub blob: Descriptor,
+}
+
+impl SolvedLayer {
+    pub fn diff_id(&self) -> &Digest {
+        &self.dir.diff_id
+    }
+}
+
+/// What a vertex produced.
+#[derive(Clone, Debug)]
+pub enum Solved {
+    Layers(Vec<SolvedLayer>),
+    Context,
+}
+
+/// The build context: a directory and its `.dockerignore` rules.
+pub struct BuildContext {
+    pub root: PathBuf,
+    pub ignore: Option<fileop::IgnoreRules>,
+}
+
+pub struct Solver<'a> {
+    pub state: &'a State,
+    pub snapshots: &'a Snapshots,
+    pub executor: &'a dyn Executor,
+    pub bases: &'a StoreBases<'a>,
+    pub context: Option<&'a BuildContext>,
+    pub layer_options: LayerOptions,
+    pub results: BTreeMap<NodeIndex, Solved>,
+    step: usize,
+}
+
+impl<'a> Solver<'a> {
+    pub fn new(
+        state: &'a State,
+        snapshots: &'a Snapshots,
+        executor: &'a dyn Executor,
+        bases: &'a StoreBases<'a>,
+        context: Option<&'a BuildContext>,
+        layer_options: LayerOptions,
+    ) -> Self {
+        Solver {
+            state,
+            snapshots,
+            executor,
+            bases,
+            context,
+            layer_options,
+            results: BTreeMap::new(),
+            step: 0,
+        }
+    }
+
+    /// Solves `target` and everything it needs; returns its layer chain.
+    pub fn solve(
+        &mut self,
+        graph: &BuildGraph,
+        target: NodeIndex,
+    ) -> anyhow::Result<Vec<SolvedLayer>> {
+        for vertex in inputs_first(graph, target) {
+            if self.results.contains_key(&vertex) {
+                continue;
+            }
+            let solved = self.solve_vertex(graph, vertex)?;
+            self.results.insert(vertex, solved);
+        }
+        match &self.results[&target] {
+            Solved::Layers(layers) => Ok(layers.clone()),
+            Solved::Context => bail!("the target is the build context, not a filesystem"),
+        }
+    }
+
+    fn solve_vertex(&mut self, graph: &BuildGraph, index: NodeIndex) -> anyhow::Result<Solved> {
+        let vertex = &graph.graph[index];
+        match &vertex.op {
+            Op::Scratch => Ok(Solved::Layers(Vec::new())),
+            Op::Context { .. } => Ok(Solved::Context),
+            Op::Image {
+                reference,
+                platform,
+            } => self.base_layers(reference, platform).map(Solved::Layers),
+            Op::Exec(exec) => {
+                let parents = self.rootfs_input(graph, index)?;
+                self.step(vertex, &parents, |solver, root| solver.run(exec, root))
+            }
+            Op::File(file) => {
+                let parents = self.rootfs_input(graph, index)?;
+                let source = self.source_input(graph, index)?;
+                self.step(vertex, &parents, |solver, root| {
+                    solver.file_op(file, source.as_ref(), root)
+                })
+            }
+        }
+    }
+
+    /// Unpacks (once) the layers of a base image.
+    fn base_layers(
+        &self,
+        reference: &str,
+        platform: &rbuild_frontend::platform::Platform,
+    ) -> anyhow::Result<Vec<SolvedLayer>> {
+        let base = self.bases.get(reference, platform)?;
+        let diff_ids = &base.config.value().rootfs.diff_ids;
+        let mut layers = Vec::new();
+        for (blob, diff_id) in base.manifest.value().layers.iter().zip(diff_ids) {
+            let dir = match self.snapshots.layer(diff_id) {
+                Some(dir) => dir,
+                None => {
+                    let reader =
+                        std::io::BufReader::new(self.state.content.open_blob(&blob.digest)?);
+                    self.snapshots
+                        .layer_from_blob(diff_id, reader)
+                        .with_context(|| {
+                            format!("unpacking layer {} of {reference}", blob.digest)
+                        })?
+                }
+            };
+            let blob = Descriptor {
+                media_type: media_types::to_oci(&blob.media_type).to_string(),
+                ..blob.clone()
+            };
+            layers.push(SolvedLayer { dir, blob });
+        }
+        Ok(layers)
+    }
+
+    /// A step that changes the filesystem: a writable root over `parents`, the change, the
+    /// new layer committed into the content store.
+    fn step(
+        &mut self,
+        vertex: &Vertex,
+        parents: &[SolvedLayer],
+        change: impl FnOnce(&mut Self, &Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Solved> {
+        if crate::interrupt::interrupted() {
+            bail!("interrupted");
+        }
+        self.step += 1;
+        let started = Instant::now();
+        progress(format_args!("#{} {}", self.step, vertex.name));
+        let dirs: Vec<LayerDir> = parents.iter().map(|l| l.dir.clone()).collect();
+        let active = self.snapshots.prepare(&dirs)?;
+        if let Err(e) = change(self, active.root()) {
+            active.discard()?;
+            progress(format_args!("#{} ERROR: {e:#}", self.step));
+            return Err(e.context(vertex.name.clone()));
+        }
+        let mut writer = self.state.content.writer()?;
+        let (info, dir) = active.commit(&mut writer, &self.layer_options)?;
+        let blob = writer.commit(Some(&info.blob_digest), Some(info.size))?;
+        self.state.db.set_layer_blob(
+            &info.diff_id,
+            info.compression.name(),
+            &blob.digest,
+            blob.size,
+        )?;
+        eprintln!(
+            "#{} DONE {:.1}s",
+            self.step,
+            started.elapsed().as_secs_f64()
+        );
+        let mut layers = parents.to_vec();
+        layers.push(SolvedLayer {
+            dir,
+            blob: Descriptor::new(info.media_type(), blob.digest, blob.size),
+        });
+        Ok(Solved::Layers(layers))
+    }
+
+    fn run(&mut self, exec: &ExecOp, root: &Path) -> anyhow::Result<()> {
+        if !exec.mounts.is_empty() {
+            bail!("RUN --mount is not implemented yet (issue #9)");
+        }
+        let network = match exec.network {
+            NetworkMode::None => Network::None,
+            NetworkMode::Host | NetworkMode::Default => Network::Host,
+        };
+        let scratch = self.state.temp_dir()?;
+        let mounts = heredoc_files(exec, scratch.path())?;
+        let spec = RunSpec {
+            args: exec.args.clone(),
+            env: exec.env.clone(),
+            cwd: exec.cwd.clone(),
+            user: exec.user.clone(),
+            network,
+            hostname: "buildkitsandbox".to_string(),
+            mounts,
+        };
+        let mut sink = StepOutput { step: self.step };
+        self.executor.run(root, &spec, &mut sink)?;
+        Ok(())
+    }
+
+    fn file_op(
+        &mut self,
+        file: &FileOp,
+        source: Option<&SourceInput>,
+        root: &Path,
+    ) -> anyhow::Result<()> {
+        let scratch = self.state.temp_dir()?;
+        let view;
+        let tree = match source {
+            None => None,
+            Some(SourceInput::Context) => {
+                let context = self
+                    .context
+                    .context("this build has no context (PATH `-`), so COPY/ADD cannot read it")?;
+                Some(SourceTree {
+                    root: &context.root,
+                    ignore: context.ignore.as_ref(),
+                    is_context: true,
+                })
+            }
+            Some(SourceInput::Layers(layers)) => {
+                let dirs: Vec<LayerDir> = layers.iter().map(|l| l.dir.clone()).collect();
+                view = self.snapshots.view(&dirs)?;
+                Some(SourceTree {
+                    root: view.root(),
+                    ignore: None,
+                    is_context: false,
+                })
+            }
+        };
+        let empty = SourceTree {
+            root: scratch.path(),
+            ignore: None,
+            is_context: false,
+        };
+        let tree = tree.as_ref().unwrap_or(&empty);
+        match file {
+            FileOp::Copy(action) => fileop::copy(action, tree, root)?,
+            FileOp::Add(action) => fileop::add(action, tree, root, scratch.path())?,
+            FileOp::Mkdir { path, user } => fileop::mkdir(path, user, root)?,
+        }
+        Ok(())
+    }
+
+    fn rootfs_input(
+        &self,
+        graph: &BuildGraph,
+        index: NodeIndex,
+    ) -> anyhow::Result<Vec<SolvedLayer>> {
+        let input = graph
+            .graph
+            .edges_directed(index, Direction::Incoming)
+            .find(|e| matches!(e.weight(), Edge::Rootfs))
+            .map(|e| e.source())
+            .context("a step without a root filesystem")?;
+        match &self.results[&input] {
+            Solved::Layers(layers) => Ok(layers.clone()),
+            Solved::Context => bail!("a step whose root filesystem is the build context"),
+        }
+    }
+
+    fn source_input(
+        &self,
+        graph: &BuildGraph,
+        index: NodeIndex,
+    ) -> anyhow::Result<Option<SourceInput>> {
+        let input = graph
+            .graph
+            .edges_directed(index, Direction::Incoming)
+            .find(|e| matches!(e.weight(), Edge::Source))
+            .map(|e| e.source());
+        Ok(input.map(|i| match &self.results[&i] {
+            Solved::Layers(layers) => SourceInput::Layers(layers.clone()),
+            Solved::Context => SourceInput::Context,
+        }))
+    }
+}
+
+enum SourceInput {
+    Context,
+    Layers(Vec<SolvedLayer>),
+}
+
+/// Vertices `target` depends on, inputs before the vertices that use them.
+fn inputs_first(graph: &BuildGraph, target: NodeIndex) -> Vec<NodeIndex> {
+    let mut order = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut stack = vec![(target, false)];
+    while let Some((v, inputs_done)) = stack.pop() {
+        if inputs_done {
+            order.push(v);
+            continue;
+        }
+        if !seen.insert(v) {
+            continue;
+        }
+        stack.push((v, true));
+        for edge in graph.graph.edges_directed(v, Direction::Incoming) {
+            if !seen.contains(&edge.source()) {
+                stack.push((edge.source(), false));
+            }
+        }
+    }
+    order
+}
+
+/// A shebang heredoc runs as `/dev/pipes/NAME`: its body, mode 0755, bound read-only there.
+fn heredoc_files(exec: &ExecOp, scratch: &Path) -> anyhow::Result<Vec<BindMount>> {
+    let mut mounts = Vec::new();
+    for doc in &exec.heredocs {
+        let target = format!("/dev/pipes/{}", doc.name);
+        if !exec.args.iter().any(|a| a == &target) {
+            continue;
+        }
+        let path = scratch.join(format!("heredoc-{}", mounts.len()));
+        let body = if doc.chomp {
+            rbuild_frontend::parser::chomp_heredoc_content(&doc.content)
+        } else {
+            doc.content.clone()
+        };
+        std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        mounts.push(BindMount {
+            source: path,
+            target,
+            readonly: true,
+        });
+    }
+    Ok(mounts)
+}
+
+/// RUN output on stderr, each line prefixed with its step number as BuildKit's plain
+/// progress does.
+struct StepOutput {
+    step: usize,
+}
+
+impl OutputSink for StepOutput {
+    fn output(&mut self, _stream: Stream, bytes: &[u8]) {
+        let mut err = std::io::stderr().lock();
+        for line in bytes.split_inclusive(|b| *b == b'\n') {
+            let _ = write!(err, "#{} ", self.step);
+            let _ = err.write_all(line);
+            if !line.ends_with(b"\n") {
+                let _ = err.write_all(b"\n");
+            }
+        }
+    }
+}
+
+/// A progress line on stderr; a closed stderr is not a reason to fail the build.
+fn progress(line: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}

@@ -1,0 +1,238 @@
+//! Builds that run containers: no build mount leaks into a layer, bad input fails clearly and
+//! leaves a root the next build uses, Ctrl-C undoes every mount. Root and runc needed (under
+//! `CI=true` their absence is a failure, not a skip).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rbuild_cache::image::blobs::decompress_auto;
+use tempfile::TempDir;
+
+use crate::util::{rbuild, require_tool, run, Output};
+
+/// A state root with `busybox:latest` built by rbuild from Debian's busybox-static.
+struct Busybox {
+    dir: TempDir,
+}
+
+impl Busybox {
+    fn new() -> Option<Busybox> {
+        if !rustix::process::geteuid().is_root() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "RUN tests need root under CI=true"
+            );
+            eprintln!("skipping: RUN needs root (runc)");
+            return None;
+        }
+        if !require_tool("runc") {
+            return None;
+        }
+        let dir = TempDir::new().unwrap();
+        let ctx = dir.path().join("busybox-context");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/busybox-context.sh");
+        let made = Command::new("bash").arg(script).arg(&ctx).output().unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let bb = Busybox { dir };
+        let out = bb
+            .rbuild()
+            .args(["-t", "busybox:latest"])
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(bb)
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn rbuild(&self) -> assert_cmd::Command {
+        let mut cmd = rbuild(self.dir.path());
+        cmd.env("RBUILD_ROOT", self.root());
+        cmd
+    }
+
+    fn build(&self, dockerfile: &str, args: &[&str]) -> Output {
+        let ctx = self.dir.path().join("ctx");
+        let _ = fs::remove_dir_all(&ctx);
+        fs::create_dir_all(&ctx).unwrap();
+        fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        run(self.rbuild().arg("build").args(args).arg(&ctx))
+    }
+
+    /// Nothing of ours is mounted and no container of ours is left.
+    fn assert_clean(&self) {
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = self.root();
+        let root = root.to_string_lossy();
+        assert!(
+            !mounts.lines().any(|l| l.contains(root.as_ref())),
+            "mounts left under {root}:\n{mounts}"
+        );
+        let listed = Command::new("runc")
+            .arg("--root")
+            .arg(self.root().join("runc"))
+            .args(["list", "-q"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "");
+    }
+}
+
+/// The paths in the top layer of the OCI layout at `dir`.
+fn top_layer_paths(dir: &Path) -> Vec<String> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &str| {
+        dir.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(blob(digest)).unwrap()).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    let top = layers.last().unwrap()["digest"].as_str().unwrap();
+    let reader = decompress_auto(fs::File::open(blob(top)).unwrap()).unwrap();
+    let mut archive = tar::Archive::new(reader);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn build_mounts_never_land_in_a_layer() {
+    let Some(bb) = Busybox::new() else { return };
+    let dockerfile = "FROM busybox\nRUN echo made > /made && cat /etc/hosts /etc/resolv.conf /etc/hostname >/dev/null\n";
+    let out = bb.build(dockerfile, &["-o", "type=oci,tar=false,dest=out"]);
+    assert_eq!(out.code, 0, "{out}");
+    let paths = top_layer_paths(&bb.dir.path().join("out"));
+    assert!(paths.iter().any(|p| p == "made"), "{paths:?}");
+    for leak in [
+        "etc/hosts",
+        "etc/resolv.conf",
+        "etc/hostname",
+        "proc/",
+        "sys/",
+        "dev/",
+    ] {
+        assert!(
+            !paths.iter().any(|p| p == leak),
+            "{leak} leaked into the layer: {paths:?}"
+        );
+    }
+    bb.assert_clean();
+}
+
+#[test]
+fn a_failing_run_shows_its_command_exit_code_and_last_lines() {
+    let Some(bb) = Busybox::new() else { return };
+    let dockerfile = "FROM busybox\nRUN for i in $(seq 1 25); do echo line$i; done; exit 7\n";
+    let out = bb.build(dockerfile, &[]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(
+            "process \"/bin/sh -c for i in $(seq 1 25); do echo line$i; done; exit 7\" did not complete successfully: exit code: 7"
+        ),
+        "{out}"
+    );
+    let tail = out.stderr.split("exit code: 7").nth(1).unwrap();
+    assert!(
+        tail.contains("line25") && tail.contains("line6") && !tail.contains("line5\n"),
+        "{out}"
+    );
+    bb.assert_clean();
+    // The root stays usable: the next build runs and tags.
+    let out = bb.build("FROM busybox\nRUN echo fine\n", &["-t", "next:1"]);
+    assert_eq!(out.code, 0, "{out}");
+    let out = run(bb.rbuild().args(["images", "-q"]));
+    assert_eq!(out.stdout.lines().count(), 2, "{out}");
+}
+
+#[test]
+fn missing_sources_unknown_users_and_stage_cycles_are_clear_errors() {
+    let Some(bb) = Busybox::new() else { return };
+    let out = bb.build("FROM busybox\nCOPY missing.txt /\n", &[]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("\"missing.txt\": not found"), "{out}");
+    let out = bb.build("FROM busybox\nUSER nosuchuser\nRUN true\n", &[]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("unable to find user nosuchuser: no matching entries in passwd file"),
+        "{out}"
+    );
+    let out = bb.build("FROM busybox AS a\nCOPY --from=b /x /x\nFROM a AS b\n", &[]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("Dockerfile:2"), "{out}");
+    bb.assert_clean();
+    assert_eq!(bb.build("FROM busybox\nRUN true\n", &[]).code, 0);
+}
+
+#[test]
+fn ctrl_c_kills_the_container_and_undoes_every_mount() {
+    let Some(bb) = Busybox::new() else { return };
+    let ctx = bb.dir.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo started && sleep 60\n",
+    )
+    .unwrap();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("rbuild"))
+        .env("RBUILD_ROOT", bb.root())
+        .arg(&ctx)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the container runs (its output arrives), then interrupt as a terminal would.
+    let stderr = child.stderr.take().unwrap();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            // The step's output line, not its title (which holds the word too).
+            if line.ends_with(" started") && !line.contains("RUN") {
+                let _ = started_tx.send(());
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen
+    });
+    started_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the RUN never started");
+    let started = Instant::now();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    let stderr = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the build did not stop within 10 s of the signal"
+    );
+    bb.assert_clean();
+    assert_eq!(bb.build("FROM busybox\nRUN true\n", &[]).code, 0);
+}
