@@ -236,3 +236,36 @@ fn ctrl_c_kills_the_container_and_undoes_every_mount() {
     bb.assert_clean();
     assert_eq!(bb.build("FROM busybox\nRUN true\n", &[]).code, 0);
 }
+
+#[test]
+fn a_context_tar_on_stdin_builds_like_a_directory() {
+    let Some(bb) = Busybox::new() else { return };
+    let ctx = bb.dir.path().join("tar-ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY hello.txt /\n").unwrap();
+    fs::write(ctx.join("hello.txt"), "from a tar\n").unwrap();
+    for (name, flag) in [("plain.tar", "-cf"), ("gz.tar.gz", "-czf")] {
+        let tar = bb.dir.path().join(name);
+        let made = Command::new("tar")
+            .arg(flag)
+            .arg(&tar)
+            .arg("-C")
+            .arg(&ctx)
+            .arg(".")
+            .status();
+        assert!(made.unwrap().success());
+        let dest = bb.dir.path().join(format!("out-{name}"));
+        let out = run(bb
+            .rbuild()
+            .args(["build", "-o"])
+            .arg(format!("type=local,dest={}", dest.display()))
+            .arg("-")
+            .pipe_stdin(&tar)
+            .unwrap());
+        assert_eq!(out.code, 0, "{out}");
+        assert_eq!(
+            fs::read_to_string(dest.join("hello.txt")).unwrap(),
+            "from a tar\n"
+        );
+    }
+}
