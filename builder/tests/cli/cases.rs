@@ -20,7 +20,7 @@ use rbuild_cache::layer::{apply_layer, ApplyOptions, WhiteoutMode};
 use serde_json::{json, Map, Value};
 use tempfile::TempDir;
 
-use crate::util::{rbuild, require_tool, run};
+use crate::util::{can_run_containers, rbuild, run};
 
 macro_rules! cases {
     ($($test:ident => $dir:literal,)*) => {
@@ -113,15 +113,7 @@ struct Base {
 fn base() -> Option<&'static Base> {
     static BASE: OnceLock<Option<Base>> = OnceLock::new();
     BASE.get_or_init(|| {
-        if !rustix::process::geteuid().is_root() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "the build cases need root under CI=true"
-            );
-            eprintln!("skipping the build cases: they need root (RUN through runc)");
-            return None;
-        }
-        if !require_tool("runc") {
+        if !can_run_containers("the build cases") {
             return None;
         }
         let root = TempDir::new().expect("a temporary directory");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rbuild_cache::image::blobs::decompress_auto;
 use tempfile::TempDir;
 
-use crate::util::{rbuild, require_tool, run, Output};
+use crate::util::{can_run_containers, rbuild, run, Output};
 
 /// A state root with `busybox:latest` built by rbuild from Debian's busybox-static.
 struct Busybox {
@@ -19,15 +19,7 @@ struct Busybox {
 
 impl Busybox {
     fn new() -> Option<Busybox> {
-        if !rustix::process::geteuid().is_root() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "RUN tests need root under CI=true"
-            );
-            eprintln!("skipping: RUN needs root (runc)");
-            return None;
-        }
-        if !require_tool("runc") {
+        if !can_run_containers("the RUN tests") {
             return None;
         }
         let dir = TempDir::new().unwrap();

@@ -89,3 +89,17 @@ impl fmt::Display for Output {
         f.write_str(&self.stderr)
     }
 }
+
+/// Whether RUN can work here: root (for mounts and runc) and runc. Missing, `what` is
+/// skipped with the reason; under `CI=true` that is a failure instead.
+pub fn can_run_containers(what: &str) -> bool {
+    if !rustix::process::geteuid().is_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{what} need root under CI=true"
+        );
+        eprintln!("skipping {what}: they need root (RUN through runc)");
+        return false;
+    }
+    require_tool("runc")
+}
