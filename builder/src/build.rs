@@ -64,7 +64,18 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<()> {
         layer_options,
     );
     let layers = solver.solve(&graph, stage.head)?;
-    let image = assemble(&state, stage, base.as_ref(), &layers, &created, args)?;
+    // A signal during the last step: stop here rather than export a half-wanted image.
+    ensure!(!crate::interrupt::interrupted(), "interrupted");
+    let empty_steps = solver.empty_steps.clone();
+    let image = assemble(
+        &state,
+        stage,
+        base.as_ref(),
+        &layers,
+        &empty_steps,
+        &created,
+        args,
+    )?;
     eprintln!("writing image {} done", image.config_digest);
     for spec in &outputs {
         send(&state, &image, spec)?;
@@ -296,10 +307,11 @@ fn assemble(
     stage: &StageNode,
     base: Option<&BaseImage>,
     solved: &[SolvedLayer],
+    empty_steps: &std::collections::BTreeSet<petgraph::stable_graph::NodeIndex>,
     created: &str,
     args: &BuildArgs,
 ) -> anyhow::Result<BuiltImage> {
-    let mut config = image_config(stage, base, created, args)?;
+    let mut config = image_config(stage, base, empty_steps, created, args)?;
     config.rootfs.diff_ids = solved.iter().map(|l| *l.diff_id()).collect();
     pair_history_with_layers(&mut config.history, solved.len());
     let config = Blob::canonical(config)?;
@@ -319,6 +331,7 @@ fn assemble(
 fn image_config(
     stage: &StageNode,
     base: Option<&BaseImage>,
+    empty_steps: &std::collections::BTreeSet<petgraph::stable_graph::NodeIndex>,
     created: &str,
     args: &BuildArgs,
 ) -> anyhow::Result<ImageConfig> {
@@ -349,7 +362,7 @@ fn image_config(
             created: Some(created.to_string()),
             created_by: Some(step.created_by.clone()),
             comment: Some(HISTORY_COMMENT.to_string()),
-            empty_layer: step.empty_layer,
+            empty_layer: step.empty_layer || step.vertex.is_some_and(|v| empty_steps.contains(&v)),
             ..History::default()
         });
     }

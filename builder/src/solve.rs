@@ -57,6 +57,8 @@ pub struct Solver<'a> {
     pub context: Option<&'a BuildContext>,
     pub layer_options: LayerOptions,
     pub results: BTreeMap<NodeIndex, Solved>,
+    /// Steps whose change was empty: they add no layer (their history entry is empty_layer).
+    pub empty_steps: std::collections::BTreeSet<NodeIndex>,
     step: usize,
 }
 
@@ -77,6 +79,7 @@ impl<'a> Solver<'a> {
             context,
             layer_options,
             results: BTreeMap::new(),
+            empty_steps: std::collections::BTreeSet::new(),
             step: 0,
         }
     }
@@ -111,12 +114,14 @@ impl<'a> Solver<'a> {
             } => self.base_layers(reference, platform).map(Solved::Layers),
             Op::Exec(exec) => {
                 let parents = self.rootfs_input(graph, index)?;
-                self.step(vertex, &parents, |solver, root| solver.run(exec, root))
+                self.step(index, vertex, &parents, |solver, root| {
+                    solver.run(exec, root)
+                })
             }
             Op::File(file) => {
                 let parents = self.rootfs_input(graph, index)?;
                 let source = self.source_input(graph, index)?;
-                self.step(vertex, &parents, |solver, root| {
+                self.step(index, vertex, &parents, |solver, root| {
                     solver.file_op(file, source.as_ref(), root)
                 })
             }
@@ -155,9 +160,10 @@ impl<'a> Solver<'a> {
     }
 
     /// A step that changes the filesystem: a writable root over `parents`, the change, the
-    /// new layer committed into the content store.
+    /// new layer committed into the content store. Any failure names the step.
     fn step(
         &mut self,
+        index: NodeIndex,
         vertex: &Vertex,
         parents: &[SolvedLayer],
         change: impl FnOnce(&mut Self, &Path) -> anyhow::Result<()>,
@@ -168,15 +174,40 @@ impl<'a> Solver<'a> {
         self.step += 1;
         let started = Instant::now();
         progress(format_args!("#{} {}", self.step, vertex.name));
+        match self.change_and_commit(index, parents, change) {
+            Ok(solved) => {
+                let secs = started.elapsed().as_secs_f64();
+                progress(format_args!("#{} DONE {secs:.1}s", self.step));
+                Ok(solved)
+            }
+            Err(e) => {
+                progress(format_args!("#{} ERROR: {e:#}", self.step));
+                Err(e.context(vertex.name.clone()))
+            }
+        }
+    }
+
+    fn change_and_commit(
+        &mut self,
+        index: NodeIndex,
+        parents: &[SolvedLayer],
+        change: impl FnOnce(&mut Self, &Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Solved> {
         let dirs: Vec<LayerDir> = parents.iter().map(|l| l.dir.clone()).collect();
         let active = self.snapshots.prepare(&dirs)?;
         if let Err(e) = change(self, active.root()) {
-            active.discard()?;
-            progress(format_args!("#{} ERROR: {e:#}", self.step));
-            return Err(e.context(vertex.name.clone()));
+            // The step's own error is the one to report; a failed unmount is swept later.
+            let _ = active.discard();
+            return Err(e);
         }
         let mut writer = self.state.content.writer()?;
         let (info, dir) = active.commit(&mut writer, &self.layer_options)?;
+        if info.is_empty() {
+            // Nothing changed: no layer, as BuildKit's exporter drops empty ones.
+            drop(writer);
+            self.empty_steps.insert(index);
+            return Ok(Solved::Layers(parents.to_vec()));
+        }
         let blob = writer.commit(Some(&info.blob_digest), Some(info.size))?;
         self.state.db.set_layer_blob(
             &info.diff_id,
@@ -184,11 +215,6 @@ impl<'a> Solver<'a> {
             &blob.digest,
             blob.size,
         )?;
-        eprintln!(
-            "#{} DONE {:.1}s",
-            self.step,
-            started.elapsed().as_secs_f64()
-        );
         let mut layers = parents.to_vec();
         layers.push(SolvedLayer {
             dir,

@@ -133,6 +133,9 @@ fn parse_group(text: &str) -> Vec<GroupEntry> {
         .collect()
 }
 
+/// The largest passwd/group file read (far above any real one).
+const MAX_ACCOUNT_FILE: u64 = 16 << 20;
+
 /// Reads `rel` inside `rootfs`, following symlinks as the container would (within the
 /// rootfs). `None` when the file does not exist.
 pub fn read_in_root(rootfs: &Path, rel: &str) -> Result<Option<String>, UserError> {
@@ -152,13 +155,25 @@ pub fn read_in_root(rootfs: &Path, rel: &str) -> Result<Option<String>, UserErro
             Ok(d) => d,
             Err(_) => return Ok(None),
         };
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // A build may have put a device or a fifo there: never block on it or read a host
+        // device through it — only a regular file of sane size is read.
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         match rustix::fs::openat(&dir.fd, name.as_os_str(), flags, Mode::empty()) {
             Ok(fd) => {
+                let st = rustix::fs::fstat(&fd).map_err(|e| fail(e.to_string()))?;
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    != rustix::fs::FileType::RegularFile
+                {
+                    return Err(fail("not a regular file".to_string()));
+                }
                 let mut text = String::new();
                 std::fs::File::from(fd)
+                    .take(MAX_ACCOUNT_FILE + 1)
                     .read_to_string(&mut text)
                     .map_err(|e| fail(e.to_string()))?;
+                if text.len() as u64 > MAX_ACCOUNT_FILE {
+                    return Err(fail(format!("larger than {MAX_ACCOUNT_FILE} bytes")));
+                }
                 return Ok(Some(text));
             }
             Err(rustix::io::Errno::NOENT) => return Ok(None),
@@ -236,6 +251,26 @@ mod tests {
         let empty = tempfile::TempDir::new().unwrap();
         assert_eq!(resolve(empty.path(), "0").unwrap().uid, 0);
         assert!(resolve(empty.path(), "app").is_err());
+    }
+
+    #[test]
+    fn a_fifo_or_device_as_passwd_is_refused_not_read() {
+        let r = rootfs();
+        let group = r.path().join("etc/group");
+        fs::remove_file(&group).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &group,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let err = resolve(r.path(), "app").unwrap_err().to_string();
+        assert!(
+            err.contains("/etc/group") && err.contains("not a regular file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -542,6 +542,15 @@ pub(crate) fn parse_http_date(s: &str) -> Option<i64> {
     let [h, m, sec] = hms.as_slice() else {
         return None;
     };
+    // A server's header is input: out-of-range fields are no date, never an overflow.
+    let in_range = (1..=31).contains(&day)
+        && (0..=9999).contains(&year)
+        && (0..24).contains(h)
+        && (0..60).contains(m)
+        && (0..=60).contains(sec);
+    if !in_range {
+        return None;
+    }
     // Days from the civil date (Howard Hinnant's algorithm).
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
@@ -565,6 +574,11 @@ mod tests {
         );
         assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         assert_eq!(parse_http_date("garbage"), None);
+        assert_eq!(
+            parse_http_date("Thu, 01 Jan 999999999999999999 00:00:00 GMT"),
+            None
+        );
+        assert_eq!(parse_http_date("Thu, 99 Jan 1970 99:00:00 GMT"), None);
         assert_eq!(
             url_file_name("https://example.com/a/b.tar.gz?x=1"),
             "b.tar.gz"

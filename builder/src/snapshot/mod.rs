@@ -38,7 +38,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use rbuild_cache::layer::{
-    write_layer, ApplyError, ChangeSet, LayerInfo, LayerOptions, WriteError,
+    write_layer, ApplyError, Change, ChangeSet, LayerInfo, LayerOptions, WriteError,
 };
 use rbuild_cache::Digest;
 
@@ -257,7 +257,8 @@ impl Snapshots {
                 }
                 let data = overlay::options(&lowers, Some((&upper, &work)), &self.inner.layers)?;
                 dir.mount_overlay(&merged, &data)?;
-                (merged, How::Overlay)
+                let parents = parents.to_vec();
+                (merged, How::Overlay { parents })
             }
         };
         Ok(Active {
@@ -322,8 +323,74 @@ fn copy_root_meta(parents: &[LayerDir], dir: &Path) -> Result<(), SnapshotError>
 }
 
 enum How {
-    Overlay,
+    Overlay { parents: Vec<LayerDir> },
     Native { index: native::Index },
+}
+
+/// Leaves out a directory that only overlay's copy-up (or a mount stub made and removed)
+/// touched — same mode and owner as below, nothing changed inside — as BuildKit's differ
+/// does (containerd's `sameDirent`), so `RUN true` makes an empty layer and RUN layers do not
+/// carry `etc/`. A dropped directory is also removed from an overlay upper dir (it is empty
+/// there), so the layer dir stays what the layer says.
+fn without_untouched_dirs(
+    changes: ChangeSet,
+    below: impl Fn(&str) -> Option<(u32, u32, u32)>,
+    prune_upper: bool,
+) -> Result<ChangeSet, SnapshotError> {
+    let all: Vec<Change> = changes.iter().cloned().collect();
+    let opaque: std::collections::HashSet<&str> = all
+        .iter()
+        .filter(|c| matches!(c, Change::Opaque { .. }))
+        .map(|c| c.path())
+        .collect();
+    let mut kept = Vec::with_capacity(all.len());
+    for (i, change) in all.iter().enumerate() {
+        if let Change::Add { path, source } = change {
+            // Layer order is depth-first: anything inside `path` comes right after it.
+            let prefix = format!("{path}/");
+            let has_inside = all
+                .get(i + 1)
+                .is_some_and(|c| c.path().starts_with(&prefix));
+            let untouched = !opaque.contains(path.as_str())
+                && !has_inside
+                && same_dir_as_below(source, below(path));
+            if untouched {
+                if prune_upper {
+                    std::fs::remove_dir(source).map_err(SnapshotError::io("removing", source))?;
+                }
+                continue;
+            }
+        }
+        kept.push(change.clone());
+    }
+    Ok(ChangeSet::new(kept)?)
+}
+
+/// Whether `dir` is a directory with `below`'s mode and owner.
+fn same_dir_as_below(dir: &Path, below: Option<(u32, u32, u32)>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Some(below), Ok(meta)) = (below, std::fs::symlink_metadata(dir)) else {
+        return false;
+    };
+    meta.is_dir() && (meta.mode() & 0o7777, meta.uid(), meta.gid()) == below
+}
+
+/// The (mode, uid, gid) of directory `rel` in the topmost parent layer that has it; `None`
+/// when the topmost mention is a whiteout or not a directory, or no layer has it.
+fn lower_dir(parents: &[LayerDir], rel: &str) -> Option<(u32, u32, u32)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    for layer in parents.iter().rev() {
+        let Ok(meta) = std::fs::symlink_metadata(layer.dir.join(rel)) else {
+            continue;
+        };
+        if meta.file_type().is_char_device() && meta.rdev() == 0 {
+            return None;
+        }
+        return meta
+            .is_dir()
+            .then_some((meta.mode() & 0o7777, meta.uid(), meta.gid()));
+    }
+    None
 }
 
 /// A writable snapshot. Dropping it discards it (unmount, remove), as [`Active::discard`].
@@ -357,16 +424,23 @@ impl Active {
             dir,
         } = self;
         match how {
-            How::Overlay => {
+            How::Overlay { parents } => {
                 dir.unmount(&root)?;
                 let upper = dir.path().join("u");
                 let changes = ChangeSet::from_overlay_upper(&upper)?;
+                let changes =
+                    without_untouched_dirs(changes, |rel| lower_dir(&parents, rel), true)?;
                 let info = write_layer(&changes, out, opts)?;
                 let layer = inner.layers.adopt(&info.diff_id, &upper)?;
                 Ok((info, layer))
             }
             How::Native { index } => {
                 let changes = native::changes(&root, &index)?;
+                let changes = without_untouched_dirs(
+                    changes,
+                    |rel| index.dir_owner_mode(Path::new(rel)),
+                    false,
+                )?;
                 let tar = dir.path().join("t");
                 let info = native::write(&changes, &tar, out, opts)?;
                 let layer = match inner.layers.lookup(&info.diff_id) {

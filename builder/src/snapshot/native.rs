@@ -152,6 +152,16 @@ pub struct Index {
 }
 
 impl Index {
+    /// A directory's (mode, uid, gid) as it was before the step, if it was a directory.
+    pub(crate) fn dir_owner_mode(&self, rel: &Path) -> Option<(u32, u32, u32)> {
+        let entry = self.entries.get(rel)?;
+        entry.stamp.is_dir().then_some((
+            entry.stamp.mode & 0o7777,
+            entry.stamp.uid,
+            entry.stamp.gid,
+        ))
+    }
+
     pub(crate) fn build(root: &Path) -> Result<Index, SnapshotError> {
         let mut index = Index {
             entries: HashMap::new(),

@@ -261,3 +261,46 @@ fn a_context_tar_on_stdin_builds_like_a_directory() {
         );
     }
 }
+
+/// As BuildKit's exporter: a step that changes nothing adds no layer, and its history entry
+/// says `empty_layer`.
+#[test]
+fn steps_that_change_nothing_add_no_layer() {
+    let Some(bb) = Busybox::new() else { return };
+    let dockerfile = "FROM busybox\nRUN true\nRUN echo 1 > /one\nWORKDIR /tmp\n";
+    let out = bb.build(dockerfile, &["-o", "type=oci,tar=false,dest=out"]);
+    assert_eq!(out.code, 0, "{out}");
+    let dir = bb.dir.path().join("out");
+    let read = |d: &str| -> serde_json::Value {
+        let path = dir
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"));
+        serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let manifest = read(index["manifests"][0]["digest"].as_str().unwrap());
+    let config = read(manifest["config"]["digest"].as_str().unwrap());
+    let history = config["history"].as_array().unwrap();
+    let last: Vec<(String, bool)> = history[history.len() - 3..]
+        .iter()
+        .map(|h| {
+            (
+                h["created_by"].as_str().unwrap().to_string(),
+                h["empty_layer"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        last,
+        [
+            ("RUN /bin/sh -c true # buildkit".to_string(), true),
+            ("RUN /bin/sh -c echo 1 > /one # buildkit".to_string(), false),
+            ("WORKDIR /tmp".to_string(), true),
+        ]
+    );
+    let layers = manifest["layers"].as_array().unwrap().len();
+    let non_empty = history.iter().filter(|h| h["empty_layer"] != true).count();
+    assert_eq!(layers, non_empty);
+    assert_eq!(top_layer_paths(&dir), ["one"]);
+}

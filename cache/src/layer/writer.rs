@@ -97,6 +97,12 @@ pub struct LayerInfo {
 }
 
 impl LayerInfo {
+    /// A layer without entries: only the two 512-byte end-of-archive blocks (any entry adds
+    /// at least a header block). BuildKit's exporter leaves such layers out of images.
+    pub fn is_empty(&self) -> bool {
+        self.uncompressed_size == 1024
+    }
+
     pub fn media_type(&self) -> &'static str {
         self.compression.oci_media_type()
     }
