@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 pub mod etc;
 pub mod output;
 pub mod runc;
+pub mod seccomp;
 pub mod spec;
 pub mod stubs;
 

@@ -282,6 +282,7 @@ pub fn build(
         .map_err(spec_error)?;
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
+        .seccomp(super::seccomp::default_profile()?)
         .masked_paths(MASKED_PATHS.map(String::from).to_vec())
         .readonly_paths(READONLY_PATHS.map(String::from).to_vec())
         .resources(

@@ -304,3 +304,18 @@ fn steps_that_change_nothing_add_no_layer() {
     assert_eq!(layers, non_empty);
     assert_eq!(top_layer_paths(&dir), ["one"]);
 }
+
+/// RUN is filtered as Docker's default seccomp profile filters it: no new namespaces, no
+/// kernel keyrings — the attack surface an untrusted Dockerfile in CI must not get.
+#[test]
+fn run_has_a_seccomp_filter_that_refuses_namespaces() {
+    let Some(bb) = Busybox::new() else { return };
+    let dockerfile = "FROM busybox\nRUN grep 'Seccomp:.*2' /proc/self/status && \\\n    if unshare -U true; then exit 9; fi\n";
+    let out = bb.build(dockerfile, &[]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr
+            .contains("unshare(0x10000000): Operation not permitted"),
+        "{out}"
+    );
+}
