@@ -244,9 +244,10 @@ fn executor_for(graph: &BuildGraph, state: &State) -> anyhow::Result<Box<dyn Exe
     if !runs {
         return Ok(Box::new(NoRuntime));
     }
+    // Bundles live in this process's scratch, so a killed rbuild's are found and reaped.
     Ok(Box::new(Runc::new(
         &state.root.join("runc"),
-        &state.root.join("tmp"),
+        state.scratch(),
     )?))
 }
 

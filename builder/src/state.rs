@@ -13,7 +13,22 @@ pub struct State {
     pub root: PathBuf,
     pub content: ContentStore,
     pub db: Database,
+    scratch: Scratch,
     _lock: StateLock,
+}
+
+/// This process's scratch space, `tmp/proc-<pid>-<n>/`, with an `owner` file it keeps locked:
+/// a directory whose lock is free belongs to a process that is gone (killed with SIGKILL,
+/// say), and the next rbuild on the root removes it, with any container it left running.
+struct Scratch {
+    dir: PathBuf,
+    _owner: StateLock,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -40,22 +55,66 @@ impl State {
         .with_context(|| format!("locking the state root {}", root.display()))?;
         let content = ContentStore::open(root.join("content"))?;
         let db = Database::open(&root.join("cache.db"))?;
-        std::fs::create_dir_all(root.join("tmp"))
-            .with_context(|| format!("creating {}", root.join("tmp").display()))?;
+        let tmp = root.join("tmp");
+        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        sweep_dead_scratch(&root);
+        let scratch = new_scratch(&tmp)?;
         Ok(State {
             root,
             content,
             db,
+            scratch,
             _lock: lock,
         })
+    }
+
+    /// This process's scratch directory (runc bundles, extracted contexts, …).
+    pub fn scratch(&self) -> &Path {
+        &self.scratch.dir
     }
 
     /// A scratch directory on the root's filesystem, removed when dropped.
     pub fn temp_dir(&self) -> anyhow::Result<tempfile::TempDir> {
         tempfile::Builder::new()
             .prefix("rbuild-")
-            .tempdir_in(self.root.join("tmp"))
+            .tempdir_in(&self.scratch.dir)
             .context("creating a temporary directory in the state root")
+    }
+}
+
+fn new_scratch(tmp: &Path) -> anyhow::Result<Scratch> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = tmp.join(format!("proc-{}-{nanos}", std::process::id()));
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let owner = StateLock::exclusive(dir.join("owner"))
+        .with_context(|| format!("locking {}", dir.display()))?;
+    Ok(Scratch { dir, _owner: owner })
+}
+
+/// Removes the scratch directories of processes that are gone, reaping their containers.
+fn sweep_dead_scratch(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root.join("tmp")) else {
+        return;
+    };
+    let mut runc = None;
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        if !entry.file_name().to_string_lossy().starts_with("proc-") {
+            continue;
+        }
+        // Taking the owner lock succeeds only when its process is gone.
+        let Ok(Some(_gone)) = StateLock::try_exclusive(dir.join("owner")) else {
+            continue;
+        };
+        let runc = runc.get_or_insert_with(|| {
+            crate::executor::Runc::new(&root.join("runc"), &root.join("tmp")).ok()
+        });
+        if let Some(runc) = runc {
+            runc.reap_under(&dir);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

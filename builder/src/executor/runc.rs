@@ -65,6 +65,30 @@ impl Runc {
         &self.state_dir
     }
 
+    /// Kills and deletes the containers whose bundle lies under `dir`: those a killed rbuild
+    /// (SIGKILL, no cleanup) left running. Best effort: nothing to reap is the usual case.
+    pub fn reap_under(&self, dir: &Path) {
+        let Ok(out) = self.command().args(["list", "--format", "json"]).output() else {
+            return;
+        };
+        let listed: Vec<serde_json::Value> =
+            serde_json::from_slice(&out.stdout).unwrap_or_default();
+        for container in listed {
+            let (Some(id), Some(bundle)) = (container["id"].as_str(), container["bundle"].as_str())
+            else {
+                continue;
+            };
+            if Path::new(bundle).starts_with(dir) {
+                let _ = self
+                    .command()
+                    .args(["kill", id, "KILL"])
+                    .stderr(Stdio::null())
+                    .status();
+                let _ = delete_container(&self.binary, &self.state_dir, id);
+            }
+        }
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--root").arg(&self.state_dir);

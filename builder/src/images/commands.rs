@@ -135,8 +135,10 @@ pub fn prune(state: &State) -> anyhow::Result<()> {
         state.db.forget_blob(digest)?;
     }
     let temps = state.content.clean_ingest()?;
+    // Scratch of processes that are gone was swept when the root was opened; what else
+    // lies in tmp/ (older layouts) is garbage too, but never this process's own scratch.
     for dir in ["content/corrupt", "tmp"] {
-        remove_children(&state.root.join(dir))?;
+        remove_children(&state.root.join(dir), state.scratch())?;
     }
     println!(
         "Deleted {} blobs ({} temporary files); reclaimed {}",
@@ -147,12 +149,15 @@ pub fn prune(state: &State) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn remove_children(dir: &std::path::Path) -> anyhow::Result<()> {
+fn remove_children(dir: &std::path::Path, keep: &std::path::Path) -> anyhow::Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };
     for entry in entries {
         let path = entry?.path();
+        if path == keep {
+            continue;
+        }
         let removed = if path.is_dir() {
             std::fs::remove_dir_all(&path)
         } else {

@@ -24,7 +24,7 @@ pub fn load(state: &State, args: &LoadArgs) -> anyhow::Result<()> {
     let path = match &args.input {
         Some(path) => path.clone(),
         None => {
-            scratch = tempfile::NamedTempFile::new_in(state.root.join("tmp"))?;
+            scratch = tempfile::NamedTempFile::new_in(state.scratch())?;
             io::copy(&mut io::stdin().lock(), &mut scratch.as_file())
                 .context("reading the archive from stdin")?;
             scratch.path().to_path_buf()

@@ -319,3 +319,56 @@ fn run_has_a_seccomp_filter_that_refuses_namespaces() {
         "{out}"
     );
 }
+
+/// `kill -9` gives rbuild no chance to clean up: its container keeps running and its
+/// scratch and snapshot stay. The next rbuild on the root reaps all of it.
+#[test]
+fn after_a_sigkill_the_next_build_reaps_what_was_left() {
+    let Some(bb) = Busybox::new() else { return };
+    let ctx = bb.dir.path().join("ctx-kill");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo started && sleep 60\n",
+    )
+    .unwrap();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("rbuild"))
+        .env("RBUILD_ROOT", bb.root())
+        .arg(&ctx)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            if line.is_ok_and(|l| l.ends_with(" started") && !l.contains("RUN")) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the RUN never started");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let runc_list = || {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(bb.root().join("runc"))
+            .args(["list", "-q"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_ne!(
+        runc_list(),
+        "",
+        "the orphaned container should still run before the reap"
+    );
+    assert_eq!(bb.build("FROM busybox\nRUN true\n", &[]).code, 0);
+    bb.assert_clean();
+    let left: Vec<_> = fs::read_dir(bb.root().join("tmp")).unwrap().collect();
+    assert!(left.is_empty(), "scratch left in tmp/: {left:?}");
+}
