@@ -12,7 +12,7 @@ use petgraph::Direction;
 use rbuild_cache::image::{
     media_types, Blob, ContainerConfig, Descriptor, History, ImageConfig, Manifest, Platform,
 };
-use rbuild_cache::layer::{apply_layer, ApplyOptions, Compression, LayerOptions, WhiteoutMode};
+use rbuild_cache::layer::{Compression, LayerOptions};
 use rbuild_frontend::graph::{BuildGraph, Edge, Op, StageNode};
 
 use crate::bases::{BaseImage, StoreBases};
@@ -111,17 +111,21 @@ fn read_inputs(args: &BuildArgs, state: &State) -> anyhow::Result<Inputs> {
             _extracted: None,
         });
     }
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
-        .context("reading stdin")?;
-    if !is_tar(&bytes) {
+    // Spooled to a file first: a context tar may be large, and telling a tar from a
+    // Dockerfile means looking into it (decompressed).
+    let spool = state.scratch().join("stdin");
+    let mut file =
+        std::fs::File::create(&spool).with_context(|| format!("creating {}", spool.display()))?;
+    std::io::copy(&mut std::io::stdin().lock(), &mut file).context("reading stdin")?;
+    drop(file);
+    if !crate::fileop::is_archive(&spool) {
         ensure!(
             args.file.as_deref().is_none_or(|f| f == "-"),
             "PATH `-` reads the Dockerfile from stdin, so `--file` cannot name another one"
         );
         let source = Source {
             name: crate::source::STDIN_NAME.to_string(),
-            bytes,
+            bytes: std::fs::read(&spool).context("reading the Dockerfile from stdin")?,
         };
         return Ok(Inputs {
             source,
@@ -130,9 +134,7 @@ fn read_inputs(args: &BuildArgs, state: &State) -> anyhow::Result<Inputs> {
         });
     }
     let dir = state.temp_dir()?;
-    let options = ApplyOptions::for_current_user(WhiteoutMode::Apply);
-    apply_layer(&bytes[..], dir.path(), &options, None)
-        .context("extracting the context from stdin")?;
+    crate::fileop::untar_context(&spool, dir.path())?;
     let name = args
         .file
         .clone()
@@ -150,14 +152,6 @@ fn read_inputs(args: &BuildArgs, state: &State) -> anyhow::Result<Inputs> {
         context: Some(context),
         _extracted: Some(dir),
     })
-}
-
-/// A tar stream, compressed or not: gzip/zstd magic, or ustar's magic at offset 257.
-fn is_tar(bytes: &[u8]) -> bool {
-    match rbuild_cache::layer::detect_compression(bytes) {
-        Some(Compression::Gzip | Compression::Zstd) => true,
-        _ => bytes.get(257..262) == Some(b"ustar"),
-    }
 }
 
 /// The build context directory and its ignore file: `<Dockerfile>.dockerignore` beside the

@@ -78,3 +78,15 @@ pub fn selected_sources(
     }
     Ok(out)
 }
+
+/// Whether `path` is a tar archive, plain or compressed (gzip, bzip2, xz, zstd), by content.
+pub fn is_archive(path: &Path) -> bool {
+    add::is_archive(path)
+}
+
+/// Extracts a context sent as a tar (`rbuild - < ctx.tar`) into `dest`, as ADD extracts an
+/// archive: the names are files, never whiteouts, and nothing lands outside `dest`.
+pub fn untar_context(archive: &Path, dest: &Path) -> Result<(), FileOpError> {
+    let root = paths::DestRoot::open(dest)?;
+    add::extract(&root, archive, "/", None, "the context from stdin")
+}

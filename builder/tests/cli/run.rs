@@ -234,9 +234,15 @@ fn a_context_tar_on_stdin_builds_like_a_directory() {
     let Some(bb) = Busybox::new() else { return };
     let ctx = bb.dir.path().join("tar-ctx");
     fs::create_dir_all(&ctx).unwrap();
-    fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY hello.txt /\n").unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY . /ctx/\n").unwrap();
     fs::write(ctx.join("hello.txt"), "from a tar\n").unwrap();
-    for (name, flag) in [("plain.tar", "-cf"), ("gz.tar.gz", "-czf")] {
+    // A context file is a file, whatever its name: not a layer whiteout.
+    fs::write(ctx.join(".wh.hello.txt"), "kept\n").unwrap();
+    for (name, flag) in [
+        ("plain.tar", "-cf"),
+        ("gz.tar.gz", "-czf"),
+        ("xz.tar.xz", "-cJf"),
+    ] {
         let tar = bb.dir.path().join(name);
         let made = Command::new("tar")
             .arg(flag)
@@ -250,15 +256,18 @@ fn a_context_tar_on_stdin_builds_like_a_directory() {
         let out = run(bb
             .rbuild()
             .args(["build", "-o"])
-            .arg(format!("type=local,dest={}", dest.display()))
+            .arg(format!("type=oci,tar=false,dest={}", dest.display()))
             .arg("-")
             .pipe_stdin(&tar)
             .unwrap());
-        assert_eq!(out.code, 0, "{out}");
-        assert_eq!(
-            fs::read_to_string(dest.join("hello.txt")).unwrap(),
-            "from a tar\n"
-        );
+        assert_eq!(out.code, 0, "{name}: {out}");
+        let paths = top_layer_paths(&dest);
+        for want in ["ctx/hello.txt", "ctx/.wh.hello.txt", "ctx/Dockerfile"] {
+            assert!(
+                paths.iter().any(|p| p == want),
+                "{name}: {want} missing in {paths:?}"
+            );
+        }
     }
 }
 
