@@ -22,7 +22,7 @@ use crate::export;
 use crate::fileop::IgnoreRules;
 use crate::output::{Output, OutputSpec};
 use crate::snapshot::{Snapshots, SnapshotterKind};
-use crate::solve::{BuildContext, SolvedLayer, Solver};
+use crate::solve::{progress, BuildContext, SolvedLayer, Solver};
 use crate::source::Source;
 use crate::state::{Access, State};
 use crate::timestamp;
@@ -76,7 +76,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<()> {
         &created,
         args,
     )?;
-    eprintln!("writing image {} done", image.config_digest);
+    progress(format_args!("writing image {} done", image.config_digest));
     for spec in &outputs {
         send(&state, &image, spec)?;
     }
@@ -399,7 +399,7 @@ fn send(state: &State, image: &BuiltImage, spec: &OutputSpec) -> anyhow::Result<
         Output::Image { names, .. } => {
             export::tag(state, manifest, names)?;
             for name in names {
-                eprintln!("naming to {} done", export::store_name(name)?);
+                progress(format_args!("naming to {} done", export::store_name(name)?));
             }
             Ok(())
         }

@@ -398,6 +398,6 @@ impl OutputSink for StepOutput {
 }
 
 /// A progress line on stderr; a closed stderr is not a reason to fail the build.
-fn progress(line: std::fmt::Arguments) {
+pub(crate) fn progress(line: std::fmt::Arguments) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }

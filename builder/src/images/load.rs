@@ -122,13 +122,17 @@ fn check_complete(state: &State, top: &Descriptor) -> anyhow::Result<()> {
         if !state.content.contains(&digest) {
             bail!("the archive lacks blob {digest} ({media_type})");
         }
+        // Layers and configs name nothing: only manifests and indexes are read, once.
+        if !media_types::is_manifest(&media_type) && !media_types::is_index(&media_type) {
+            continue;
+        }
+        let bytes = state.content.read(&digest)?;
         if media_types::is_manifest(&media_type) {
-            let manifest: Blob<Manifest> = Blob::parse(state.content.read(&digest)?)?;
+            let manifest: Blob<Manifest> = Blob::parse(bytes.clone())?;
             let config: Blob<ImageConfig> =
                 Blob::parse(state.content.read(&manifest.value().config.digest)?)?;
             config::validate(&manifest, &config)?;
         }
-        let bytes = state.content.read(&digest)?;
         let kids = children(&media_type, &digest, &bytes)?;
         stack.extend(kids.into_iter().map(|d| (d.digest, d.media_type)));
     }

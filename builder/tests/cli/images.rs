@@ -87,6 +87,34 @@ fn make_base_image(dir: &Path, name: &str) -> BaseImage {
     }
 }
 
+/// Extracts `tar` into `dir` (created) with the system tar.
+fn untar(tar: impl AsRef<Path>, dir: impl AsRef<Path>) {
+    fs::create_dir(dir.as_ref()).unwrap();
+    let status = Process::new("tar")
+        .arg("-xf")
+        .arg(tar.as_ref())
+        .arg("-C")
+        .arg(dir.as_ref())
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar -xf {}", tar.as_ref().display());
+}
+
+/// `umoci unpack` of `image` (`LAYOUT:TAG`) into `bundle`, which must succeed.
+fn umoci_unpack(image: String, bundle: &Path) {
+    let unpack = Process::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(image)
+        .arg(bundle)
+        .output()
+        .unwrap();
+    assert!(
+        unpack.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unpack.stderr)
+    );
+}
+
 fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
@@ -175,15 +203,7 @@ fn a_build_goes_to_the_store_with_the_config_and_history_buildkit_writes() {
     let out = run(ws.rbuild().args(["save", "app:1.0", "-o", "app.tar"]));
     assert_eq!(out.code, 0, "{out}");
     let layout = ws.path().join("layout");
-    fs::create_dir(&layout).unwrap();
-    assert!(Process::new("tar")
-        .arg("-xf")
-        .arg(ws.path().join("app.tar"))
-        .arg("-C")
-        .arg(&layout)
-        .status()
-        .unwrap()
-        .success());
+    untar(ws.path().join("app.tar"), &layout);
     let config = config_of(&layout);
     assert_eq!(config["config"]["Env"][1], "GREETING=hi");
     assert_eq!(config["config"]["Labels"]["org.example"], "yes");
@@ -237,15 +257,7 @@ fn oci_output_is_accepted_by_skopeo_and_umoci() {
     }
     if require_tool("umoci") {
         let layout = ws.path().join("layout");
-        fs::create_dir(&layout).unwrap();
-        assert!(Process::new("tar")
-            .arg("-xf")
-            .arg(&tar)
-            .arg("-C")
-            .arg(&layout)
-            .status()
-            .unwrap()
-            .success());
+        untar(&tar, &layout);
         let index: serde_json::Value =
             serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
         assert_eq!(
@@ -253,17 +265,7 @@ fn oci_output_is_accepted_by_skopeo_and_umoci() {
             "1.0"
         );
         let bundle = ws.path().join("bundle");
-        let unpack = Process::new("umoci")
-            .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:1.0", layout.display()))
-            .arg(&bundle)
-            .output()
-            .unwrap();
-        assert!(
-            unpack.status.success(),
-            "{}",
-            String::from_utf8_lossy(&unpack.stderr)
-        );
+        umoci_unpack(format!("{}:1.0", layout.display()), &bundle);
         assert_eq!(
             fs::read_to_string(bundle.join("rootfs/app/data.txt")).unwrap(),
             "hello from layer two\n"
@@ -296,17 +298,7 @@ fn oci_directory_docker_archive_local_and_tar_outputs() {
     assert_eq!(config["config"]["Cmd"][0], "/bin/tool");
     if require_tool("umoci") {
         let bundle = ws.path().join("bundle");
-        let unpack = Process::new("umoci")
-            .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:1.0", oci_dir.display()))
-            .arg(&bundle)
-            .output()
-            .unwrap();
-        assert!(
-            unpack.status.success(),
-            "{}",
-            String::from_utf8_lossy(&unpack.stderr)
-        );
+        umoci_unpack(format!("{}:1.0", oci_dir.display()), &bundle);
         assert!(bundle.join("rootfs/bin/tool").is_file());
     }
     assert_eq!(
@@ -352,15 +344,7 @@ fn load_then_save_keeps_every_digest() {
     assert_eq!(out.code, 0, "{out}");
     let (a, b) = (ws.path().join("a"), ws.path().join("b"));
     for (dir, tar) in [(&a, &ws.base.tar), (&b, &ws.path().join("again.tar"))] {
-        fs::create_dir(dir).unwrap();
-        assert!(Process::new("tar")
-            .arg("-xf")
-            .arg(tar)
-            .arg("-C")
-            .arg(dir)
-            .status()
-            .unwrap()
-            .success());
+        untar(tar, dir);
     }
     assert_eq!(
         fs::read(a.join("index.json")).unwrap(),
@@ -443,15 +427,7 @@ fn a_base_image_that_is_not_in_the_store_is_a_clear_error() {
 fn a_base_may_come_from_an_oci_layout_directory() {
     let ws = Workspace::new();
     let layout = ws.path().join("layout");
-    fs::create_dir(&layout).unwrap();
-    assert!(Process::new("tar")
-        .arg("-xf")
-        .arg(&ws.base.tar)
-        .arg("-C")
-        .arg(&layout)
-        .status()
-        .unwrap()
-        .success());
+    untar(&ws.base.tar, &layout);
     let fresh = ws.path().join("fresh-root");
     let ctx = ws.path().join("ctx2");
     fs::create_dir_all(&ctx).unwrap();

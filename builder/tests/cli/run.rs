@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rbuild_cache::image::blobs::decompress_auto;
 use tempfile::TempDir;
@@ -64,6 +64,53 @@ impl Busybox {
         run(self.rbuild().arg("build").args(args).arg(&ctx))
     }
 
+    /// The ids of the containers runc knows on this root, one per line.
+    fn containers(&self) -> String {
+        let listed = Command::new("runc")
+            .arg("--root")
+            .arg(self.root().join("runc"))
+            .args(["list", "-q"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&listed.stdout).trim().to_string()
+    }
+
+    /// Starts a build whose RUN sleeps a minute and returns once its container runs (its
+    /// output arrived), with the child and a thread gathering the rest of its stderr.
+    fn start_sleeping_build(&self) -> (std::process::Child, std::thread::JoinHandle<String>) {
+        let ctx = self.dir.path().join("ctx-sleep");
+        fs::create_dir_all(&ctx).unwrap();
+        let dockerfile = "FROM busybox\nRUN echo started && sleep 60\n";
+        fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("rbuild"))
+            .env("RBUILD_ROOT", self.root())
+            .arg(&ctx)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut seen = String::new();
+            for line in std::io::BufReader::new(stderr).lines() {
+                let line = line.unwrap_or_default();
+                // The step's output line, not its title (which holds the word too).
+                if line.ends_with(" started") && !line.contains("RUN") {
+                    let _ = started_tx.send(());
+                }
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            seen
+        });
+        started_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the RUN never started");
+        (child, reader)
+    }
+
     /// Nothing of ours is mounted and no container of ours is left.
     fn assert_clean(&self) {
         let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -73,13 +120,7 @@ impl Busybox {
             !mounts.lines().any(|l| l.contains(root.as_ref())),
             "mounts left under {root}:\n{mounts}"
         );
-        let listed = Command::new("runc")
-            .arg("--root")
-            .arg(self.root().join("runc"))
-            .args(["list", "-q"])
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "");
+        assert_eq!(self.containers(), "");
     }
 }
 
@@ -177,41 +218,7 @@ fn missing_sources_unknown_users_and_stage_cycles_are_clear_errors() {
 #[test]
 fn ctrl_c_kills_the_container_and_undoes_every_mount() {
     let Some(bb) = Busybox::new() else { return };
-    let ctx = bb.dir.path().join("ctx");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nRUN echo started && sleep 60\n",
-    )
-    .unwrap();
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("rbuild"))
-        .env("RBUILD_ROOT", bb.root())
-        .arg(&ctx)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until the container runs (its output arrives), then interrupt as a terminal would.
-    let stderr = child.stderr.take().unwrap();
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut seen = String::new();
-        for line in std::io::BufReader::new(stderr).lines() {
-            let line = line.unwrap();
-            // The step's output line, not its title (which holds the word too).
-            if line.ends_with(" started") && !line.contains("RUN") {
-                let _ = started_tx.send(());
-            }
-            seen.push_str(&line);
-            seen.push('\n');
-        }
-        seen
-    });
-    started_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the RUN never started");
-    let started = Instant::now();
+    let (mut child, reader) = bb.start_sleeping_build();
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
         rustix::process::Signal::INT,
@@ -221,10 +228,9 @@ fn ctrl_c_kills_the_container_and_undoes_every_mount() {
     let stderr = reader.join().unwrap();
     assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "the build did not stop within 10 s of the signal"
-    );
+    // Killed (SIGKILL's 137) and unwound by the build itself, not left to finish its sleep
+    // or to the signal thread's last-resort cleanup (which prints no step error).
+    assert!(stderr.contains("exit code: 137"), "{stderr}");
     bb.assert_clean();
     assert_eq!(bb.build("FROM busybox\nRUN true\n", &[]).code, 0);
 }
@@ -334,47 +340,13 @@ fn run_has_a_seccomp_filter_that_refuses_namespaces() {
 #[test]
 fn after_a_sigkill_the_next_build_reaps_what_was_left() {
     let Some(bb) = Busybox::new() else { return };
-    let ctx = bb.dir.path().join("ctx-kill");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nRUN echo started && sleep 60\n",
-    )
-    .unwrap();
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("rbuild"))
-        .env("RBUILD_ROOT", bb.root())
-        .arg(&ctx)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines() {
-            if line.is_ok_and(|l| l.ends_with(" started") && !l.contains("RUN")) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the RUN never started");
+    let (mut child, _reader) = bb.start_sleeping_build();
     child.kill().unwrap();
     child.wait().unwrap();
-    let runc_list = || {
-        let out = Command::new("runc")
-            .arg("--root")
-            .arg(bb.root().join("runc"))
-            .args(["list", "-q"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
     assert_ne!(
-        runc_list(),
+        bb.containers(),
         "",
-        "the orphaned container should still run before the reap"
+        "the orphaned container runs until the reap"
     );
     assert_eq!(bb.build("FROM busybox\nRUN true\n", &[]).code, 0);
     bb.assert_clean();
