@@ -26,11 +26,12 @@ use rbuild_frontend::graph::CopyAction;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 
 use super::error::FileOpError;
-use super::paths::{display, file_type, open_dir, open_readable, place, DestRoot, Owner};
+use super::paths::{display, file_type, open_dir, place, DestRoot, Owner};
 use super::source::{
     clamp, components, expand, has_wildcard, pattern_err, rel_string, root_path, walk_tree, Entry,
     Match, SourceTree,
 };
+use rbuild_cache::layer::safe_path::open_readable;
 
 /// `--chmod`: octal, or symbolic clauses as `chmod(1)` takes them (BuildKit ≥ 0.14).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -19,6 +19,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use rbuild_cache::layer::safe_path::open_readable;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -193,16 +194,6 @@ pub(crate) fn reopen(dir: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
         dir,
         ".",
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-}
-
-/// A readable fd of a directory held as `O_PATH`, for fchmod/fchown/futimens.
-pub(crate) fn open_readable(dir: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
-    rustix::fs::openat(
-        dir,
-        ".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
 }
