@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests use: peers that must accept what rbuild writes (skopeo, umoci),
 # the compressors layers are checked against (gzip, zstd), tar/diff for round trips.
-SYSTEM_PACKAGES=(skopeo umoci zstd gzip tar diffutils python3 runc busybox-static)
+SYSTEM_PACKAGES=(skopeo umoci zstd gzip tar diffutils python3 runc busybox-static docker-registry apache2-utils openssl curl)
 
 run() {
     echo "+ $*" >&2
