@@ -1,7 +1,8 @@
-//! Base images for `FROM`: the local store by name, or an OCI layout on disk
-//! (`oci-layout://PATH[:TAG|@DIGEST]`). Registries arrive with issue #5.
+//! Base images for `FROM`: an image built or loaded into the local store, an OCI layout on
+//! disk (`oci-layout://PATH[:TAG|@DIGEST]`), or a registry. A name that came from a registry
+//! is re-resolved there by every build (one HEAD request); its blobs are fetched only once.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
@@ -12,6 +13,9 @@ use rbuild_cache::image::{
 use rbuild_frontend::graph::{BaseImages, ImageConfig as StageConfig};
 use rbuild_frontend::platform::Platform;
 
+use crate::platforms::{platform_string, select};
+use crate::registry::{Registry, RegistryOptions};
+use crate::solve::progress;
 use crate::state::State;
 
 /// A base image for one platform, its blobs in the content store.
@@ -26,14 +30,31 @@ pub struct BaseImage {
 pub struct StoreBases<'s> {
     state: &'s State,
     resolved: RefCell<BTreeMap<(String, String), Result<BaseImage, String>>>,
+    options: RegistryOptions,
+    /// `--pull`: ask the registry even for names the store has, and never fall back to them.
+    pull: bool,
+    /// Started on first use: builds from local images never touch the network.
+    registry: OnceCell<Registry>,
 }
 
 impl<'s> StoreBases<'s> {
-    pub fn new(state: &'s State) -> Self {
+    pub fn new(state: &'s State, options: RegistryOptions, pull: bool) -> Self {
         StoreBases {
             state,
             resolved: RefCell::new(BTreeMap::new()),
+            options,
+            pull,
+            registry: OnceCell::new(),
         }
+    }
+
+    /// The registry client, for pushing the result too.
+    pub fn registry(&self) -> anyhow::Result<&Registry> {
+        if let Some(registry) = self.registry.get() {
+            return Ok(registry);
+        }
+        let registry = Registry::new(self.options.clone())?;
+        Ok(self.registry.get_or_init(|| registry))
     }
 
     /// The base image `reference` for `platform`, or the reason it is not available.
@@ -54,30 +75,64 @@ impl<'s> StoreBases<'s> {
             self.import_layout(reference)?
         } else {
             let name: ImageName = reference.parse()?;
-            let full = name.full();
-            let record = match name.digest {
-                Some(digest) if self.state.content.contains(&digest) => {
-                    let media_type = sniff_media_type(&self.state.content.read(&digest)?)?;
-                    rbuild_cache::db::ImageRecord {
-                        digest,
-                        media_type,
-                        size: self.state.content.size(&digest)?,
-                        created_at: 0,
-                    }
-                }
-                Some(_) => {
-                    bail!("not in the local store (pulling from registries arrives with issue #5)")
-                }
-                None => self.state.db.image(&full)?.with_context(|| {
-                    format!(
-                        "{full} is not in the local store (load it with `rbuild load`; pulling \
-                         from registries arrives with issue #5)"
-                    )
-                })?,
-            };
-            Descriptor::new(record.media_type, record.digest, record.size)
+            match self.local(&name)? {
+                Some(record) => Descriptor::new(record.media_type, record.digest, record.size),
+                None => self.pull(&name, platform)?,
+            }
         };
         self.for_platform(&top, platform)
+    }
+
+    /// The store's image for `name` when it needs no registry: one built or loaded here (not
+    /// pulled), or one named by a digest the store has. `--pull` always asks the registry.
+    fn local(&self, name: &ImageName) -> anyhow::Result<Option<rbuild_cache::db::ImageRecord>> {
+        if self.pull {
+            return Ok(None);
+        }
+        if let Some(digest) = name.digest {
+            if !self.state.content.contains(&digest) {
+                return Ok(None);
+            }
+            let bytes = self.state.content.read(&digest)?;
+            return Ok(Some(rbuild_cache::db::ImageRecord {
+                media_type: sniff_media_type(&bytes)?,
+                digest,
+                size: bytes.len() as u64,
+                created_at: 0,
+            }));
+        }
+        let full = name.full();
+        let Some(record) = self.state.db.image(&full)? else {
+            return Ok(None);
+        };
+        let pulled = self.state.db.pulled(&full)? == Some(record.digest);
+        Ok((!pulled).then_some(record))
+    }
+
+    /// Resolves `name` in its registry and fetches what the store lacks. When the registry
+    /// cannot be reached, a name pulled before is used as it was, with a warning (not with
+    /// `--pull`).
+    fn pull(&self, name: &ImageName, platform: &Platform) -> anyhow::Result<Descriptor> {
+        let pulled = self.registry()?.pull(self.state, name, platform);
+        match pulled {
+            Ok(top) => Ok(top),
+            Err(e) if e.is_unreachable() && !self.pull => {
+                let Some(record) = self.state.db.image(&name.full())? else {
+                    return Err(e.into());
+                };
+                progress(format_args!(
+                    "WARNING: {e}; using {} as pulled before ({})",
+                    name.familiar(),
+                    record.digest
+                ));
+                Ok(Descriptor::new(
+                    record.media_type,
+                    record.digest,
+                    record.size,
+                ))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Copies an OCI layout's image into the content store (verified) and returns its root.
@@ -107,25 +162,7 @@ impl<'s> StoreBases<'s> {
         let content = &self.state.content;
         let manifest_descriptor = if media_types::is_index(&top.media_type) {
             let index: Blob<Index> = Blob::parse(content.read(&top.digest)?)?;
-            let wanted = platform_string(platform);
-            let available: Vec<String> = index
-                .value()
-                .manifests
-                .iter()
-                .filter_map(|m| m.platform.as_ref().map(|p| p.to_string()))
-                .collect();
-            index
-                .value()
-                .manifests
-                .iter()
-                .find(|m| m.platform.as_ref().is_some_and(|p| p.to_string() == wanted))
-                .cloned()
-                .with_context(|| {
-                    format!(
-                        "no image for {wanted}; the index has {}",
-                        available.join(", ")
-                    )
-                })?
+            select(index.value(), platform)?
         } else {
             top.clone()
         };
@@ -133,8 +170,8 @@ impl<'s> StoreBases<'s> {
         let config: Blob<ImageConfig> =
             Blob::parse(content.read(&manifest.value().config.digest)?)?;
         config::validate(&manifest, &config)?;
-        let has = config.value().platform().to_string();
-        if !media_types::is_index(&top.media_type) && has != platform_string(platform) {
+        let has = config.value().platform();
+        if !media_types::is_index(&top.media_type) && !crate::platforms::matches(platform, &has) {
             bail!(
                 "the image is for {has}, the build for {}",
                 platform_string(platform)
@@ -155,17 +192,8 @@ impl BaseImages for StoreBases<'_> {
     }
 }
 
-/// `os/arch[/variant]`, the form index platforms print as.
-pub fn platform_string(p: &Platform) -> String {
-    if p.variant.is_empty() {
-        format!("{}/{}", p.os, p.architecture)
-    } else {
-        format!("{}/{}/{}", p.os, p.architecture, p.variant)
-    }
-}
-
 /// A blob named only by digest: an index has `manifests`, a manifest has `config`.
-fn sniff_media_type(bytes: &[u8]) -> anyhow::Result<String> {
+pub(crate) fn sniff_media_type(bytes: &[u8]) -> anyhow::Result<String> {
     let value: serde_json::Value = serde_json::from_slice(bytes)?;
     if let Some(mt) = value.get("mediaType").and_then(|m| m.as_str()) {
         return Ok(mt.to_string());

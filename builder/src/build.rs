@@ -10,7 +10,8 @@ use anyhow::{bail, ensure, Context};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use rbuild_cache::image::{
-    media_types, Blob, ContainerConfig, Descriptor, History, ImageConfig, Manifest, Platform,
+    media_types, Blob, ContainerConfig, Descriptor, History, ImageConfig, ImageName, Manifest,
+    Platform,
 };
 use rbuild_cache::layer::{Compression, LayerOptions};
 use rbuild_frontend::graph::{BuildGraph, Edge, Op, StageNode};
@@ -43,7 +44,11 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<()> {
     );
     let platform = args.platforms.first().map(String::as_str);
     let options = crate::debug::lower_options(args.target.as_deref(), &args.build_args, platform)?;
-    let bases = StoreBases::new(&state);
+    let bases = StoreBases::new(
+        &state,
+        args.registry.options(args.max_concurrent_uploads),
+        args.pull,
+    );
     let graph = source.lower_with(&dockerfile, &options, &bases)?;
     let stage = &graph.stages[&graph.target];
     let base = root_base(&graph, stage, &bases)?;
@@ -78,7 +83,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<()> {
     )?;
     progress(format_args!("writing image {} done", image.config_digest));
     for spec in &outputs {
-        send(&state, &image, spec)?;
+        send(&state, &image, spec, &bases)?;
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, image.config_digest.to_string())
@@ -195,8 +200,14 @@ fn output_specs(args: &BuildArgs) -> anyhow::Result<Vec<OutputSpec>> {
         specs.push(OutputSpec::parse("type=image", &args.tags)?);
     }
     for spec in &specs {
-        if let Output::Image { push: true, .. } = spec.output {
-            bail!("pushing to a registry is not implemented yet (issue #5); use type=image or type=oci");
+        if let Output::Image {
+            push: true, names, ..
+        } = &spec.output
+        {
+            ensure!(
+                !names.is_empty(),
+                "pushing needs a name for the image: give one with -t or name="
+            );
         }
     }
     Ok(specs)
@@ -385,7 +396,12 @@ fn pair_history_with_layers(history: &mut Vec<History>, layers: usize) {
     }
 }
 
-fn send(state: &State, image: &BuiltImage, spec: &OutputSpec) -> anyhow::Result<()> {
+fn send(
+    state: &State,
+    image: &BuiltImage,
+    spec: &OutputSpec,
+    bases: &StoreBases,
+) -> anyhow::Result<()> {
     // New layers are made in the requested compression; base layers are recompressed only
     // when asked (`force-compression=true`), as BuildKit does.
     let recompressed;
@@ -396,10 +412,17 @@ fn send(state: &State, image: &BuiltImage, spec: &OutputSpec) -> anyhow::Result<
         &image.manifest
     };
     match &spec.output {
-        Output::Image { names, .. } => {
+        Output::Image { names, push } => {
             export::tag(state, manifest, names)?;
             for name in names {
                 progress(format_args!("naming to {} done", export::store_name(name)?));
+            }
+            if *push {
+                let names = names
+                    .iter()
+                    .map(|n| n.parse::<ImageName>())
+                    .collect::<Result<Vec<_>, _>>()?;
+                bases.registry()?.push(state, manifest, &names)?;
             }
             Ok(())
         }

@@ -41,6 +41,14 @@ pub enum Command {
     Du,
     /// Delete the blobs no image name refers to.
     Prune,
+    /// Push images from the local store to their registries.
+    Push(PushArgs),
+    /// Pull images from registries into the local store.
+    Pull(PullArgs),
+    /// Save credentials for a registry in the Docker config (`~/.docker/config.json`).
+    Login(LoginArgs),
+    /// Remove saved credentials for a registry.
+    Logout(LogoutArgs),
     /// Look inside the frontend: the parsed Dockerfile, the build graph.
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -83,6 +91,87 @@ pub struct SaveArgs {
     pub format: SaveFormat,
 }
 
+/// How to reach registries; shared by every command that talks to one.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RegistryArgs {
+    /// A registry (`HOST[:PORT]`) to reach over plain HTTP; localhost and 127.0.0.0/8
+    /// always are. Repeatable, or comma-separated.
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST[:PORT]",
+        env = "RBUILD_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub insecure_registries: Vec<String>,
+
+    /// A PEM file of certificate authorities to trust for registries, beside the system's.
+    #[arg(long = "registry-ca", value_name = "FILE", env = "SSL_CERT_FILE")]
+    pub registry_ca: Vec<PathBuf>,
+}
+
+impl RegistryArgs {
+    pub fn options(&self, max_concurrent_uploads: usize) -> crate::registry::RegistryOptions {
+        let mut options = crate::registry::RegistryOptions::new(
+            self.insecure_registries
+                .iter()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect(),
+            self.registry_ca.clone(),
+        );
+        options.max_concurrent_uploads = max_concurrent_uploads;
+        options
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The images to push (`registry/repository:tag`).
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+    /// How many blobs to upload at once.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_concurrent_uploads: usize,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The images to pull (`alpine:3.20`, `registry/repository@sha256:…`).
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+    /// The platform to pull from a multi-platform image (default: this machine's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The registry (`ghcr.io`, `localhost:5000`); Docker Hub when left out.
+    #[arg(value_name = "SERVER")]
+    pub server: Option<String>,
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// The password or access token (prefer --password-stdin: this one lands in shell history).
+    #[arg(short, long)]
+    pub password: Option<String>,
+    /// Read the password or token from stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The registry; Docker Hub when left out.
+    #[arg(value_name = "SERVER")]
+    pub server: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SaveFormat {
     /// An OCI image layout in a tar: every digest kept as stored.
@@ -93,8 +182,12 @@ pub enum SaveFormat {
 
 /// The words that name a subcommand (or ask clap for help); anything else in first position
 /// means `build`.
-const SUBCOMMANDS: [&str; 13] = [
+const SUBCOMMANDS: [&str; 17] = [
     "build",
+    "push",
+    "pull",
+    "login",
+    "logout",
     "images",
     "rmi",
     "load",
@@ -191,6 +284,13 @@ pub struct BuildArgs {
     /// Always attempt to pull all referenced images.
     #[arg(long)]
     pub pull: bool,
+
+    /// How many blobs to upload at once when pushing.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_concurrent_uploads: usize,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 
     /// Secret to expose to the build (`id=mysecret[,src=/local/secret]`); repeatable.
     #[arg(long = "secret", value_name = "SPEC")]

@@ -12,6 +12,8 @@ pub mod fileop;
 pub mod images;
 pub mod interrupt;
 pub mod output;
+pub mod platforms;
+pub mod registry;
 pub mod snapshot;
 pub mod solve;
 pub mod source;

@@ -41,6 +41,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Save(args) => images::save(&open(Access::Shared)?, args),
         Command::Du => images::du(&open(Access::Shared)?),
         Command::Prune => images::prune(&open(Access::Exclusive)?),
+        Command::Push(args) => images::push(&open(Access::Shared)?, args),
+        Command::Pull(args) => images::pull(&open(Access::Shared)?, args),
+        Command::Login(args) => images::login(args),
+        Command::Logout(args) => images::logout(args),
         Command::Debug(command) => debug::run(command),
     }
 }

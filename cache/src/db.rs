@@ -34,6 +34,18 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (diff_id, compression)
     ) STRICT;
     CREATE INDEX layer_blobs_by_blob ON layer_blobs (blob);",
+    // 2: registries: where blobs are known to exist (for cross-repository mounts), and which
+    // image names came from a pull (re-resolved against their registry by every build).
+    "CREATE TABLE blob_sources (
+        digest TEXT NOT NULL,
+        registry TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        PRIMARY KEY (digest, registry, repository)
+    ) STRICT;
+    CREATE TABLE pulled_images (
+        name TEXT PRIMARY KEY NOT NULL,
+        digest TEXT NOT NULL
+    ) STRICT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +269,65 @@ impl Database {
         Ok(())
     }
 
+    /// Remembers that `registry` holds `digest` in `repository`.
+    pub fn add_blob_source(
+        &self,
+        digest: &Digest,
+        registry: &str,
+        repository: &str,
+    ) -> Result<(), DbError> {
+        self.conn()
+            .execute(
+                "INSERT OR IGNORE INTO blob_sources (digest, registry, repository)
+                 VALUES (?1, ?2, ?3)",
+                params![digest.to_string(), registry, repository],
+            )
+            .map_err(|e| self.error("add blob source", e))?;
+        Ok(())
+    }
+
+    /// The repositories of `registry` known to hold `digest`, sorted.
+    pub fn blob_sources(&self, digest: &Digest, registry: &str) -> Result<Vec<String>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT repository FROM blob_sources WHERE digest = ?1 AND registry = ?2
+                 ORDER BY repository",
+            )
+            .map_err(|e| self.error("read blob sources", e))?;
+        let rows = stmt
+            .query_map(params![digest.to_string(), registry], |row| row.get(0))
+            .map_err(|e| self.error("read blob sources", e))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| self.error("read blob sources", e))
+    }
+
+    /// Records that `name` was pulled and then pointed at `digest`.
+    pub fn set_pulled(&self, name: &str, digest: &Digest) -> Result<(), DbError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO pulled_images (name, digest) VALUES (?1, ?2)",
+                params![name, digest.to_string()],
+            )
+            .map_err(|e| self.error("set pulled image", e))?;
+        Ok(())
+    }
+
+    /// The digest `name` had when it was last pulled, if it ever was.
+    pub fn pulled(&self, name: &str) -> Result<Option<Digest>, DbError> {
+        let row: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT digest FROM pulled_images WHERE name = ?1",
+                [name],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.error("read pulled image", e))?;
+        row.map(|d| self.digest("pulled_images.digest", d))
+            .transpose()
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (its transactions
         // roll back), so a poisoned mutex is still safe to use.
@@ -402,6 +473,28 @@ mod tests {
     }
 
     #[test]
+    fn blob_sources_and_pulled_names_are_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("cache.db")).unwrap();
+        let blob = Digest::of(b"layer");
+        db.add_blob_source(&blob, "r:5000", "b/app").unwrap();
+        db.add_blob_source(&blob, "r:5000", "a/app").unwrap();
+        db.add_blob_source(&blob, "r:5000", "a/app").unwrap();
+        db.add_blob_source(&blob, "other", "c").unwrap();
+        assert_eq!(
+            db.blob_sources(&blob, "r:5000").unwrap(),
+            ["a/app", "b/app"]
+        );
+        assert!(db
+            .blob_sources(&Digest::of(b"x"), "r:5000")
+            .unwrap()
+            .is_empty());
+        assert_eq!(db.pulled("r:5000/app:1").unwrap(), None);
+        db.set_pulled("r:5000/app:1", &blob).unwrap();
+        assert_eq!(db.pulled("r:5000/app:1").unwrap(), Some(blob));
+    }
+
+    #[test]
     fn newer_schema_is_refused_with_both_versions() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.db");
@@ -416,7 +509,7 @@ mod tests {
                 err,
                 DbError::NewerSchema {
                     found: 99,
-                    supported: 1,
+                    supported: 2,
                     ..
                 }
             ),

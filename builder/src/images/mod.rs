@@ -3,10 +3,12 @@
 
 mod commands;
 mod load;
+mod remote;
 mod save;
 
-pub use commands::{du, images, prune, rmi};
+pub use commands::{du, human_size, images, prune, rmi};
 pub use load::load;
+pub use remote::{login, logout, pull, push};
 pub use save::save;
 
 use std::collections::BTreeSet;

@@ -413,12 +413,13 @@ fn rmi_du_and_prune_free_exactly_the_unreferenced_blobs() {
 #[test]
 fn a_base_image_that_is_not_in_the_store_is_a_clear_error() {
     let ws = Workspace::new();
-    let out = ws.build("FROM nothere:3\nENV A=1\n", &[]);
+    // Not in the store, so asked of its registry, which is not there.
+    let out = ws.build("FROM 127.0.0.1:9/nothere:3\nENV A=1\n", &[]);
     assert_eq!(out.code, 1);
     assert!(
         out.stderr.contains(
-            "base image nothere:3: docker.io/library/nothere:3 is not in the local store"
-        ),
+            "error: base image 127.0.0.1:9/nothere:3: 127.0.0.1:9/nothere:3: resolve tag: "
+        ) && out.stderr.contains("Connection refused"),
         "{out}"
     );
 }

@@ -1,0 +1,338 @@
+//! The registry handle: one oci-client per registry host (plain HTTP or HTTPS decided per host,
+//! as Docker decides), the user's credentials for it, and a retry loop around every request.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use rbuild_cache::image::ImageName;
+
+use super::auth::{Credentials, DockerConfig};
+use super::error::{Failure, RegistryError};
+use crate::solve::progress;
+
+/// Attempts per request before a retryable failure is reported.
+const ATTEMPTS: u32 = 5;
+/// First pause between attempts; doubled each time up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// oci-client does not hand over a 429's `Retry-After`, so a rate limit waits at least this.
+const RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(1);
+
+const USER_AGENT: &str = concat!("rbuild/", env!("CARGO_PKG_VERSION"));
+
+/// How to reach registries; from the command line and the environment.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryOptions {
+    /// Hosts (`host[:port]`) spoken to over plain HTTP, beside localhost and 127.0.0.0/8.
+    pub insecure: Vec<String>,
+    /// PEM files of extra certificate authorities, trusted beside the system roots.
+    pub ca_files: Vec<PathBuf>,
+    pub max_concurrent_uploads: usize,
+    pub max_concurrent_downloads: usize,
+}
+
+impl RegistryOptions {
+    /// Docker's defaults: 5 uploads and 3 downloads at a time.
+    pub fn new(insecure: Vec<String>, ca_files: Vec<PathBuf>) -> RegistryOptions {
+        RegistryOptions {
+            insecure,
+            ca_files,
+            max_concurrent_uploads: 5,
+            max_concurrent_downloads: 3,
+        }
+    }
+
+    /// Whether `host` speaks plain HTTP: loopback names and addresses, and the listed hosts.
+    pub fn is_insecure(&self, host: &str) -> bool {
+        let name = host_without_port(host);
+        let loopback = name == "localhost"
+            || name
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        loopback
+            || self
+                .insecure
+                .iter()
+                .any(|h| h == host || (!h.contains(':') && h == name))
+    }
+}
+
+fn host_without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // `[::1]:5000`
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// A connection to every registry a command needs. Synchronous on the outside; inside, a small
+/// tokio runtime drives oci-client.
+pub struct Registry {
+    runtime: tokio::runtime::Runtime,
+    pub(super) options: RegistryOptions,
+    docker_config: DockerConfig,
+    connections: Mutex<HashMap<String, Connection>>,
+}
+
+/// A host's client and the credentials it was given.
+#[derive(Clone)]
+pub(super) struct Connection {
+    pub client: Client,
+    pub auth: RegistryAuth,
+}
+
+impl Registry {
+    pub fn new(options: RegistryOptions) -> Result<Registry, RegistryError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .thread_name("rbuild-registry")
+            .enable_all()
+            .build()
+            .map_err(|e| RegistryError::Setup(format!("starting the I/O runtime: {e}")))?;
+        Ok(Registry {
+            runtime,
+            options,
+            docker_config: DockerConfig::load()?,
+            connections: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub(super) fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// The client for `host`, made on first use, with the user's credentials for it. Call it
+    /// outside the runtime (it blocks on it).
+    pub(super) fn connect(&self, host: &str) -> Result<Connection, RegistryError> {
+        if let Some(connection) = self.connections.lock().unwrap().get(host) {
+            return Ok(connection.clone());
+        }
+        let client = Client::try_from(self.client_config(host)?)
+            .map_err(|e| RegistryError::Setup(format!("{host}: {e}")))?;
+        let auth = self.auth_for(host)?;
+        // Blob and upload calls take no credentials: oci-client looks them up by registry.
+        let registry = Reference::with_tag(host.to_string(), "x".into(), "x".into())
+            .resolve_registry()
+            .to_string();
+        self.block_on(client.store_auth_if_needed(&registry, &auth));
+        let connection = Connection { client, auth };
+        self.connections
+            .lock()
+            .unwrap()
+            .insert(host.to_string(), connection.clone());
+        Ok(connection)
+    }
+
+    fn client_config(&self, host: &str) -> Result<ClientConfig, RegistryError> {
+        let mut certificates = Vec::new();
+        for path in &self.options.ca_files {
+            let pem = std::fs::read(path).map_err(|e| {
+                RegistryError::Setup(format!("reading CA file {}: {e}", path.display()))
+            })?;
+            let blocks = pem_certificates(&pem);
+            if blocks.is_empty() {
+                return Err(RegistryError::Setup(format!(
+                    "CA file {} holds no PEM certificate",
+                    path.display()
+                )));
+            }
+            certificates.extend(blocks.into_iter().map(|data| Certificate {
+                encoding: CertificateEncoding::Pem,
+                data,
+            }));
+        }
+        Ok(ClientConfig {
+            protocol: if self.options.is_insecure(host) {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            extra_root_certificates: certificates,
+            // Indexes are resolved by rbuild itself (platforms.rs), with variant defaults.
+            platform_resolver: None,
+            // One PUT per blob, streamed from the file with its length: no chunk buffers.
+            use_monolithic_push: true,
+            connect_timeout: Some(Duration::from_secs(30)),
+            read_timeout: Some(Duration::from_secs(120)),
+            user_agent: USER_AGENT,
+            ..ClientConfig::default()
+        })
+    }
+
+    fn auth_for(&self, host: &str) -> Result<RegistryAuth, RegistryError> {
+        Ok(match self.docker_config.credentials(host)? {
+            None => RegistryAuth::Anonymous,
+            Some(Credentials::Basic { username, password }) => {
+                RegistryAuth::Basic(username, password)
+            }
+            Some(Credentials::IdentityToken { .. }) => {
+                return Err(RegistryError::Setup(format!(
+                    "the saved credentials for {host} are an identity token (from an SSO \
+                     login), which rbuild cannot use yet; log in with a username and a \
+                     password or access token: `rbuild login {host}`"
+                )))
+            }
+        })
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or [`ATTEMPTS`] are used up, pausing
+    /// longer after each retryable failure.
+    pub(super) async fn retry<T, F, Fut>(
+        &self,
+        target: &str,
+        op: &str,
+        mut attempt: F,
+    ) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let mut backoff = FIRST_BACKOFF;
+        for n in 1.. {
+            let failure = match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(failure) => failure,
+            };
+            if !failure.retryable() || n >= ATTEMPTS {
+                return Err(RegistryError::Failed {
+                    target: target.to_string(),
+                    op: op.to_string(),
+                    failure,
+                });
+            }
+            let pause = if failure.is_rate_limit() {
+                backoff.max(RATE_LIMIT_BACKOFF)
+            } else {
+                backoff
+            };
+            progress(format_args!(
+                "{target}: {op}: {failure}; retrying in {:.1}s (attempt {} of {ATTEMPTS})",
+                pause.as_secs_f64(),
+                n + 1
+            ));
+            tokio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Checks `credentials` against `host` as `docker login` does, without saving them.
+    pub fn check_login(&self, host: &str, credentials: &Credentials) -> Result<(), RegistryError> {
+        let Credentials::Basic { username, password } = credentials else {
+            return Err(RegistryError::Setup(
+                "only username and password logins are supported".into(),
+            ));
+        };
+        let client = Client::try_from(self.client_config(host)?)
+            .map_err(|e| RegistryError::Setup(format!("{host}: {e}")))?;
+        let auth = RegistryAuth::Basic(username.clone(), password.clone());
+        // A repository nobody has: a token server must still vouch for the user, and a registry
+        // with basic auth answers 401 to wrong credentials and 404 to right ones.
+        let probe = Reference::with_tag(
+            host.to_string(),
+            "rbuild-login-check".into(),
+            "latest".into(),
+        );
+        self.block_on(self.retry(host, "log in", || async {
+            let token = client
+                .auth(&probe, &auth, oci_client::RegistryOperation::Pull)
+                .await
+                .map_err(Failure::from)?;
+            if token.is_some() {
+                return Ok(());
+            }
+            match client.fetch_manifest_digest(&probe, &auth).await {
+                Ok(_) => Ok(()),
+                Err(e) => match Failure::from(e) {
+                    Failure::Status(401 | 403, message) => Err(Failure::Status(401, message)),
+                    Failure::Status(_, _) => Ok(()),
+                    other => Err(other),
+                },
+            }
+        }))
+    }
+}
+
+/// An oci-client reference for a name's repository with a tag or a digest.
+pub(super) fn reference(name: &ImageName, tag_or_digest: TagOrDigest) -> Reference {
+    match tag_or_digest {
+        TagOrDigest::Tag(tag) => {
+            Reference::with_tag(name.domain.clone(), name.path.clone(), tag.to_string())
+        }
+        TagOrDigest::Digest(digest) => {
+            Reference::with_digest(name.domain.clone(), name.path.clone(), digest.to_string())
+        }
+    }
+}
+
+pub(super) enum TagOrDigest<'a> {
+    Tag(&'a str),
+    Digest(&'a rbuild_cache::digest::Digest),
+}
+
+/// Each `-----BEGIN CERTIFICATE-----` block of a PEM file (rustls wants them one by one).
+fn pem_certificates(pem: &[u8]) -> Vec<Vec<u8>> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = String::from_utf8_lossy(pem);
+    let mut blocks = Vec::new();
+    let mut rest = &text[..];
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        let end = start + len + END.len();
+        blocks.push(format!("{}\n", &rest[start..end]).into_bytes());
+        rest = &rest[end..];
+    }
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_and_listed_hosts_are_plain_http() {
+        let options = RegistryOptions::new(vec!["reg.lan:5000".into(), "other".into()], vec![]);
+        for host in [
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+            "reg.lan:5000",
+            "other:443",
+        ] {
+            assert!(options.is_insecure(host), "{host}");
+        }
+        for host in [
+            "docker.io",
+            "reg.lan:5001",
+            "10.0.0.1:5000",
+            "localhost.example",
+        ] {
+            assert!(!options.is_insecure(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn pem_files_split_into_certificates() {
+        let pem = b"junk\n-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n\
+                    -----BEGIN CERTIFICATE-----\nBBB\n-----END CERTIFICATE-----\n";
+        let blocks = pem_certificates(pem);
+        assert_eq!(blocks.len(), 2);
+        assert!(String::from_utf8_lossy(&blocks[1]).contains("BBB"));
+        assert!(pem_certificates(b"no certs").is_empty());
+    }
+}

@@ -1,0 +1,11 @@
+//! Registries: pulling base images and pushing results, through oci-client, with Docker's
+//! credentials, plain HTTP for loopback and listed hosts, and retries.
+
+pub mod auth;
+mod client;
+mod error;
+mod pull;
+mod push;
+
+pub use client::{Registry, RegistryOptions};
+pub use error::{Failure, RegistryError};
