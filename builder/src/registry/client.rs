@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 use rbuild_cache::image::ImageName;
 
 use super::auth::{Credentials, DockerConfig};
@@ -25,12 +25,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// oci-client does not hand over a 429's `Retry-After`, so a rate limit waits at least this.
 const RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(1);
 
+/// How long an insecure host may take to answer over HTTPS before plain HTTP is tried.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 const USER_AGENT: &str = concat!("rbuild/", env!("CARGO_PKG_VERSION"));
 
 /// How to reach registries; from the command line and the environment.
 #[derive(Clone, Debug, Default)]
 pub struct RegistryOptions {
-    /// Hosts (`host[:port]`) spoken to over plain HTTP, beside localhost and 127.0.0.0/8.
+    /// Hosts (`host[:port]`) that may speak plain HTTP, beside localhost and 127.0.0.0/8.
     pub insecure: Vec<String>,
     /// PEM files of extra certificate authorities, trusted beside the system roots.
     pub ca_files: Vec<PathBuf>,
@@ -118,7 +121,8 @@ impl Registry {
         if let Some(connection) = self.connections.lock().unwrap().get(host) {
             return Ok(connection.clone());
         }
-        let client = Client::try_from(self.client_config(host)?)
+        let protocol = self.protocol_for(host)?;
+        let client = Client::try_from(self.client_config(protocol)?)
             .map_err(|e| RegistryError::Setup(format!("{host}: {e}")))?;
         let auth = self.auth_for(host)?;
         // Blob and upload calls take no credentials: oci-client looks them up by registry.
@@ -134,7 +138,45 @@ impl Registry {
         Ok(connection)
     }
 
-    fn client_config(&self, host: &str) -> Result<ClientConfig, RegistryError> {
+    /// HTTPS, except for insecure hosts that do not speak it: like Docker, rbuild tries HTTPS
+    /// first there and falls back to plain HTTP when the TLS handshake fails. A certificate
+    /// the CAs do not vouch for is an error, not a reason to drop TLS.
+    fn protocol_for(&self, host: &str) -> Result<ClientProtocol, RegistryError> {
+        if !self.options.is_insecure(host) {
+            return Ok(ClientProtocol::Https);
+        }
+        let client = Client::try_from(self.client_config(ClientProtocol::Https)?)
+            .map_err(|e| RegistryError::Setup(format!("{host}: {e}")))?;
+        let probe = Reference::with_tag(host.to_string(), "rbuild-probe".into(), "x".into());
+        let answer = self.block_on(async {
+            tokio::time::timeout(
+                PROBE_TIMEOUT,
+                client.auth(&probe, &RegistryAuth::Anonymous, RegistryOperation::Pull),
+            )
+            .await
+        });
+        let failure = match answer {
+            Err(_elapsed) => return Ok(ClientProtocol::Http),
+            Ok(Ok(_)) => return Ok(ClientProtocol::Https),
+            Ok(Err(e)) => Failure::from(e),
+        };
+        match failure {
+            Failure::Transport(cause) if cause.contains("certificate") => {
+                Err(RegistryError::Failed {
+                    target: host.to_string(),
+                    op: "connect over HTTPS".into(),
+                    failure: Failure::Transport(format!(
+                        "{cause} (trust the registry's CA with --registry-ca FILE)"
+                    )),
+                })
+            }
+            Failure::Transport(_) => Ok(ClientProtocol::Http),
+            // Any HTTP answer (a token server refusing an anonymous user, say) came over TLS.
+            _ => Ok(ClientProtocol::Https),
+        }
+    }
+
+    fn client_config(&self, protocol: ClientProtocol) -> Result<ClientConfig, RegistryError> {
         let mut certificates = Vec::new();
         for path in &self.options.ca_files {
             let pem = std::fs::read(path).map_err(|e| {
@@ -153,11 +195,7 @@ impl Registry {
             }));
         }
         Ok(ClientConfig {
-            protocol: if self.options.is_insecure(host) {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
+            protocol,
             extra_root_certificates: certificates,
             // Indexes are resolved by rbuild itself (platforms.rs), with variant defaults.
             platform_resolver: None,
@@ -234,7 +272,8 @@ impl Registry {
                 "only username and password logins are supported".into(),
             ));
         };
-        let client = Client::try_from(self.client_config(host)?)
+        let protocol = self.protocol_for(host)?;
+        let client = Client::try_from(self.client_config(protocol)?)
             .map_err(|e| RegistryError::Setup(format!("{host}: {e}")))?;
         let auth = RegistryAuth::Basic(username.clone(), password.clone());
         // A repository nobody has: a token server must still vouch for the user, and a registry
@@ -246,7 +285,7 @@ impl Registry {
         );
         self.block_on(self.retry(host, "log in", || async {
             let token = client
-                .auth(&probe, &auth, oci_client::RegistryOperation::Pull)
+                .auth(&probe, &auth, RegistryOperation::Pull)
                 .await
                 .map_err(Failure::from)?;
             if token.is_some() {
