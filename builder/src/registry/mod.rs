@@ -2,6 +2,7 @@
 //! credentials, plain HTTP for loopback and listed hosts, and retries.
 
 pub mod auth;
+mod credhelper;
 mod client;
 mod error;
 mod pull;
