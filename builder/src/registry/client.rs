@@ -25,6 +25,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// oci-client does not hand over a 429's `Retry-After`, so a rate limit waits at least this.
 const RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(1);
 
+/// The operation named in login errors.
+pub(super) const LOGIN_OP: &str = "log in";
+
 /// How long an insecure host may take to answer over HTTPS before plain HTTP is tried.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -283,7 +286,7 @@ impl Registry {
             "rbuild-login-check".into(),
             "latest".into(),
         );
-        self.block_on(self.retry(host, "log in", || async {
+        self.block_on(self.retry(host, LOGIN_OP, || async {
             let token = client
                 .auth(&probe, &auth, RegistryOperation::Pull)
                 .await

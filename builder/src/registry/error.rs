@@ -10,7 +10,7 @@ use super::auth::AuthError;
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// `target` is `registry/repository[:tag]`, `op` what rbuild was doing (`push blob sha256:…`).
-    #[error("{target}: {op}: {failure}{}", hint(.failure, .target))]
+    #[error("{target}: {op}: {failure}{}", hint(.failure, .target, .op))]
     Failed {
         target: String,
         op: String,
@@ -99,9 +99,12 @@ impl std::fmt::Display for Failure {
 }
 
 /// What to do about a refusal, for the statuses users meet most.
-fn hint(failure: &Failure, target: &str) -> String {
+fn hint(failure: &Failure, target: &str, op: &str) -> String {
     let registry = target.split('/').next().unwrap_or(target);
     match failure.status() {
+        Some(401) if op == super::client::LOGIN_OP => {
+            " (the registry refused this username and password)".to_string()
+        }
         Some(401) => {
             format!(" (wrong or missing credentials; log in with `rbuild login {registry}`)")
         }

@@ -2,8 +2,8 @@
 //! credentials, plain HTTP for loopback and listed hosts, and retries.
 
 pub mod auth;
-mod credhelper;
 mod client;
+mod credhelper;
 mod error;
 mod pull;
 mod push;
