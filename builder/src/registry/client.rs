@@ -368,6 +368,48 @@ mod tests {
         }
     }
 
+    fn registry() -> Registry {
+        let home = tempfile::tempdir().unwrap();
+        let mut registry = Registry::new(RegistryOptions::new(vec![], vec![])).unwrap();
+        registry.docker_config = DockerConfig::load_from(home.path()).unwrap();
+        registry
+    }
+
+    #[test]
+    fn retryable_failures_are_retried_until_success() {
+        let registry = registry();
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let result = registry.block_on(registry.retry("r/app", "push blob", || async {
+            match attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 => Err(Failure::Status(503, "busy".into())),
+                1 => Err(Failure::Transport("connection reset".into())),
+                n => Ok(n),
+            }
+        }));
+        assert_eq!(result.unwrap(), 2);
+    }
+
+    #[test]
+    fn a_final_failure_names_target_operation_and_status() {
+        let registry = registry();
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let result: Result<(), _> =
+            registry.block_on(
+                registry.retry("r:5000/app", "check blob sha256:ab", || async {
+                    attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Err(Failure::Status(401, "authentication required".into()))
+                }),
+            );
+        assert_eq!(attempts.into_inner(), 1, "a 401 is not retried");
+        let text = result.unwrap_err().to_string();
+        assert!(
+            text.starts_with(
+                "r:5000/app: check blob sha256:ab: HTTP 401 Unauthorized: authentication required"
+            ) && text.contains("rbuild login r:5000"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn pem_files_split_into_certificates() {
         let pem = b"junk\n-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n\
