@@ -1,0 +1,559 @@
+//! A real registry for the registry tests: Debian's `docker-registry` (distribution 2.8) on a
+//! free 127.0.0.1 port with storage of its own, plain HTTP or HTTPS with htpasswd auth, killed
+//! when dropped. Also what those tests share for looking at a registry from outside (skopeo,
+//! curl, umoci) and at rbuild's content store.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rbuild_cache::Digest;
+use tempfile::TempDir;
+
+use crate::util::require_tool;
+
+/// Whether every tool in `tools` is installed; each missing one is reported (and under
+/// `CI=true` fails the test, see `require_tool`).
+pub fn have_tools(tools: &[&str]) -> bool {
+    // Every missing tool is named, not only the first.
+    let missing = tools.iter().filter(|tool| !require_tool(tool)).count();
+    missing == 0
+}
+
+/// One running `docker-registry serve`; the process is killed on drop.
+pub struct TestRegistry {
+    dir: TempDir,
+    work: PathBuf,
+    port: u16,
+    child: Child,
+    tls: Option<Tls>,
+}
+
+/// What a client needs to reach an HTTPS registry with htpasswd auth.
+struct Tls {
+    ca: PathBuf,
+    /// A directory holding only `ca.crt`, for skopeo's `--cert-dir`.
+    cert_dir: PathBuf,
+    user: String,
+    password: String,
+}
+
+impl TestRegistry {
+    /// A plain-HTTP registry without auth, or `None` (with the reason printed) when
+    /// `docker-registry` or `curl` is missing outside CI.
+    pub fn plain() -> Option<TestRegistry> {
+        if !have_tools(&["docker-registry", "curl"]) {
+            return None;
+        }
+        Some(TestRegistry::start(TempDir::new().unwrap(), None))
+    }
+
+    /// An HTTPS registry (a certificate for IP 127.0.0.1 and DNS localhost, signed by a CA
+    /// made here, see `ca_path`) that lets in `user` with `password` (htpasswd, bcrypt).
+    pub fn tls_with_htpasswd(user: &str, password: &str) -> Option<TestRegistry> {
+        if !have_tools(&["docker-registry", "curl", "openssl", "htpasswd"]) {
+            return None;
+        }
+        let dir = TempDir::new().unwrap();
+        let pki = dir.path().join("pki");
+        fs::create_dir(&pki).unwrap();
+        make_certificates(&pki);
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .unwrap();
+        assert!(htpasswd.status.success(), "htpasswd -Bbn failed");
+        fs::write(pki.join("htpasswd"), &htpasswd.stdout).unwrap();
+        let cert_dir = dir.path().join("client-certs");
+        fs::create_dir(&cert_dir).unwrap();
+        fs::copy(pki.join("ca.crt"), cert_dir.join("ca.crt")).unwrap();
+        let tls = Tls {
+            ca: pki.join("ca.crt"),
+            cert_dir,
+            user: user.to_string(),
+            password: password.to_string(),
+        };
+        Some(TestRegistry::start(dir, Some(tls)))
+    }
+
+    fn start(dir: TempDir, tls: Option<Tls>) -> TestRegistry {
+        fs::create_dir(dir.path().join("storage")).unwrap();
+        let work = dir.path().join("work");
+        fs::create_dir(&work).unwrap();
+        let log_path = dir.path().join("registry.log");
+        // The port found free may be taken before the registry binds it: then try another.
+        for attempt in 1..=3 {
+            let port = free_port();
+            let config = dir.path().join("config.yml");
+            fs::write(&config, config_yaml(dir.path(), port, tls.is_some())).unwrap();
+            let log = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .unwrap();
+            let mut child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("docker-registry starts");
+            match wait_until_ready(&mut child, port, tls.as_ref()) {
+                Ok(()) => {
+                    return TestRegistry {
+                        dir,
+                        work,
+                        port,
+                        child,
+                        tls,
+                    }
+                }
+                Err(why) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = fs::read_to_string(&log_path).unwrap_or_default();
+                    if attempt < 3 && log.contains("address already in use") {
+                        continue;
+                    }
+                    panic!("the registry did not start: {why}\n--- registry log\n{log}");
+                }
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    /// `127.0.0.1:PORT`, as image names and `rbuild login` take it.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://HOST` or `https://HOST`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.host())
+    }
+
+    /// The CA certificate that signed the server's (TLS registries only).
+    pub fn ca_path(&self) -> &Path {
+        &self.tls.as_ref().expect("a TLS registry").ca
+    }
+
+    /// A scratch directory for the test, removed with the registry.
+    pub fn dir(&self) -> &Path {
+        &self.work
+    }
+
+    /// What the registry logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// `HOST/NAME`, e.g. `127.0.0.1:PORT/app:1`.
+    pub fn image(&self, name: &str) -> String {
+        format!("{}/{name}", self.host())
+    }
+
+    /// skopeo's options to reach this registry, for a command whose flags carry `prefix`
+    /// (`""` for inspect, `"src-"` or `"dest-"` for copy).
+    fn skopeo_flags(&self, prefix: &str) -> Vec<String> {
+        match &self.tls {
+            None => vec![format!("--{prefix}tls-verify=false")],
+            Some(tls) => vec![
+                format!("--{prefix}cert-dir={}", tls.cert_dir.display()),
+                format!("--{prefix}creds={}:{}", tls.user, tls.password),
+            ],
+        }
+    }
+
+    /// The manifest (or index) `NAME` (`app:1`) as the registry serves it, byte for byte.
+    pub fn raw_manifest(&self, name: &str) -> Vec<u8> {
+        let mut cmd = Command::new("skopeo");
+        cmd.arg("inspect")
+            .arg("--raw")
+            .args(self.skopeo_flags(""))
+            .arg(format!("docker://{}", self.image(name)));
+        checked(&mut cmd, "skopeo inspect --raw").stdout
+    }
+
+    /// `sha256:…` of the manifest `NAME` points at in the registry.
+    pub fn manifest_digest(&self, name: &str) -> String {
+        sha256(&self.raw_manifest(name))
+    }
+
+    /// The manifest `NAME` points at, parsed.
+    pub fn manifest_json(&self, name: &str) -> serde_json::Value {
+        serde_json::from_slice(&self.raw_manifest(name)).unwrap()
+    }
+
+    /// The image config of `NAME` (for an index, of the machine's platform), parsed.
+    pub fn raw_config(&self, name: &str) -> serde_json::Value {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["inspect", "--config", "--raw"])
+            .args(self.skopeo_flags(""))
+            .arg(format!("docker://{}", self.image(name)));
+        serde_json::from_slice(&checked(&mut cmd, "skopeo inspect --config").stdout).unwrap()
+    }
+
+    /// `skopeo copy` of `NAME` from the registry to the OCI layout `layout` as `tag`.
+    pub fn copy_to_oci(&self, name: &str, layout: &Path, tag: &str) {
+        let mut cmd = Command::new("skopeo");
+        cmd.arg("copy")
+            .args(self.skopeo_flags("src-"))
+            .arg(format!("docker://{}", self.image(name)))
+            .arg(format!("oci:{}:{tag}", layout.display()));
+        checked(&mut cmd, "skopeo copy");
+    }
+
+    /// `skopeo copy` of the OCI layout image `layout:tag` to `NAME` in the registry.
+    pub fn copy_from_oci(&self, layout: &Path, tag: &str, name: &str) {
+        let mut cmd = Command::new("skopeo");
+        cmd.arg("copy")
+            .args(self.skopeo_flags("dest-"))
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}", self.image(name)));
+        checked(&mut cmd, "skopeo copy");
+    }
+
+    /// PUTs `body` as the manifest `REPO:REF` with `media_type` (curl); returns its digest.
+    pub fn put_manifest(&self, name: &str, media_type: &str, body: &[u8]) -> String {
+        let (repo, reference) = name.rsplit_once(':').expect("REPO:TAG");
+        let file = self
+            .dir()
+            .join(format!("manifest-{}.json", sha256_hex(body)));
+        fs::write(&file, body).unwrap();
+        let mut cmd = self.curl();
+        cmd.args(["-X", "PUT", "-H"])
+            .arg(format!("Content-Type: {media_type}"))
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()))
+            .arg(format!("{}/v2/{repo}/manifests/{reference}", self.url()));
+        checked(&mut cmd, "curl PUT manifest");
+        sha256(body)
+    }
+
+    /// curl that fails on HTTP errors, trusts the CA and sends the credentials.
+    pub fn curl(&self) -> Command {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--fail-with-body", "--max-time", "60"]);
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cacert").arg(&tls.ca);
+            cmd.arg("-u").arg(format!("{}:{}", tls.user, tls.password));
+        }
+        cmd
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `GET /v2/` until it answers 200 or 401, or the process exits.
+fn wait_until_ready(child: &mut Child, port: u16, tls: Option<&Tls>) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(format!("it exited ({status})"));
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let mut curl = Command::new("curl");
+            curl.args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ]);
+            let url = match tls {
+                Some(tls) => {
+                    curl.arg("--cacert").arg(&tls.ca);
+                    format!("https://127.0.0.1:{port}/v2/")
+                }
+                None => format!("http://127.0.0.1:{port}/v2/"),
+            };
+            let out = curl.arg(url).output().unwrap();
+            last = String::from_utf8_lossy(&out.stdout).into_owned();
+            if last == "200" || last == "401" {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "GET /v2/ did not answer 200 or 401 in 30 s (last status: {last:?})"
+    ))
+}
+
+/// A port nothing listens on now (bound and released at once).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// distribution's configuration: filesystem storage under `dir`, deletes allowed, no
+/// background upload purging; TLS and htpasswd from `dir/pki` when `tls`.
+fn config_yaml(dir: &Path, port: u16, tls: bool) -> String {
+    let mut yaml = format!(
+        "version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: {storage}
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:{port}
+  secret: rbuild-test-secret
+",
+        storage = dir.join("storage").display()
+    );
+    if tls {
+        let pki = dir.join("pki");
+        yaml.push_str(&format!(
+            "  tls:
+    certificate: {cert}
+    key: {key}
+auth:
+  htpasswd:
+    realm: rbuild-test
+    path: {htpasswd}
+",
+            cert = pki.join("server.crt").display(),
+            key = pki.join("server.key").display(),
+            htpasswd = pki.join("htpasswd").display(),
+        ));
+    }
+    yaml
+}
+
+/// A CA (`ca.crt`, `ca.key`) and a server certificate it signed for IP 127.0.0.1 and DNS
+/// localhost (`server.crt`, `server.key`), P-256 keys, valid for two days.
+fn make_certificates(pki: &Path) {
+    fs::write(
+        pki.join("server.ext"),
+        "subjectAltName = IP:127.0.0.1, DNS:localhost
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: [Vec<&str>; 3] = [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2"],
+            &["-subj", "/CN=rbuild test CA"],
+            &["-addext", "basicConstraints=critical,CA:TRUE"],
+            &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec,
+            &["-keyout", "server.key", "-out", "server.csr"],
+            &["-subj", "/CN=127.0.0.1"],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    ];
+    for args in steps {
+        let mut cmd = Command::new("openssl");
+        cmd.current_dir(pki).args(&args);
+        checked(&mut cmd, "openssl");
+    }
+}
+
+/// Runs `cmd`, which must succeed; the panic shows its stderr and stdout.
+pub fn checked(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out
+}
+
+/// `sha256:HEX` of `bytes`.
+pub fn sha256(bytes: &[u8]) -> String {
+    Digest::of(bytes).to_string()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Digest::of(bytes).hex()
+}
+
+/// Every blob file in the content store of the state root `root`, by file name (hex), with
+/// the sha256 of its content (hex): a sound store has the two equal everywhere.
+pub fn store_blobs(root: &Path) -> BTreeMap<String, String> {
+    let dir = root.join("content/blobs/sha256");
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return BTreeMap::new();
+    };
+    entries
+        .map(|e| {
+            let e = e.unwrap();
+            let mut hasher =
+                rbuild_cache::digest::HashingReader::new(fs::File::open(e.path()).unwrap());
+            std::io::copy(&mut hasher, &mut std::io::sink()).unwrap();
+            let (_, digest, _) = hasher.finish();
+            (e.file_name().to_string_lossy().into_owned(), digest.hex())
+        })
+        .collect()
+}
+
+/// `umoci unpack` of `layout:tag` into `bundle` (rootless, as the other tests do).
+pub fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) {
+    let mut cmd = Command::new("umoci");
+    cmd.args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(bundle);
+    checked(&mut cmd, "umoci unpack");
+}
+
+/// The image config of `layout:tag` (an OCI layout directory), parsed.
+pub fn oci_layout_config(layout: &Path, tag: &str) -> serde_json::Value {
+    let manifest = oci_layout_manifest(layout, tag);
+    let config = read_blob(layout, manifest["config"]["digest"].as_str().unwrap());
+    serde_json::from_slice(&config).unwrap()
+}
+
+/// The manifest of `layout:tag`, parsed.
+pub fn oci_layout_manifest(layout: &Path, tag: &str) -> serde_json::Value {
+    let digest = oci_layout_manifest_digest(layout, tag);
+    serde_json::from_slice(&read_blob(layout, &digest)).unwrap()
+}
+
+/// The digest `index.json` of the OCI layout gives for `tag`.
+pub fn oci_layout_manifest_digest(layout: &Path, tag: &str) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let found = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap_or_else(|| panic!("no {tag} in {index}"));
+    found["digest"].as_str().unwrap().to_string()
+}
+
+/// The blob `digest` of an OCI layout directory.
+pub fn read_blob(layout: &Path, digest: &str) -> Vec<u8> {
+    let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+    let mut bytes = Vec::new();
+    fs::File::open(layout.join("blobs/sha256").join(hex))
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
+    bytes
+}
+
+/// Writes `bytes` to `path`, creating the parent directories.
+pub fn write_file(path: &Path, bytes: &[u8]) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::File::create(path).unwrap().write_all(bytes).unwrap();
+}
+
+/// An OCI layout directory `dir` holding one image, `tag`: one gzip layer with `files`
+/// (path, content), for the platform rbuild builds by default. Made with the library, so
+/// tests of the fixtures need no rbuild binary.
+pub fn small_oci_layout(dir: &Path, tag: &str, files: &[(&str, &[u8])]) {
+    use rbuild_cache::image::oci_layout::{write_oci_dir, LayoutImage};
+    use rbuild_cache::image::{media_types, Blob, Descriptor, ImageConfig, Manifest, MemBlobs};
+    use rbuild_cache::layer::{write_layer, ChangeSet, Compression, LayerOptions};
+
+    let tree = TempDir::new().unwrap();
+    for (path, content) in files {
+        write_file(&tree.path().join(path), content);
+    }
+    let mut layer = Vec::new();
+    let info = write_layer(
+        &ChangeSet::from_dir(tree.path()).unwrap(),
+        &mut layer,
+        &LayerOptions {
+            compression: Compression::Gzip,
+            threads: 1,
+            source_date_epoch: Some(0),
+        },
+    )
+    .unwrap();
+    let blobs = MemBlobs::new();
+    blobs.insert(layer);
+    let platform = rbuild_cache::image::Platform::new("linux", host_arch(), None);
+    let mut config = ImageConfig::new_for(&platform);
+    config.rootfs.diff_ids = vec![info.diff_id];
+    let config = Blob::canonical(config).unwrap();
+    blobs.insert(config.bytes().to_vec());
+    let manifest = Manifest::new_oci(
+        config.descriptor(media_types::OCI_CONFIG),
+        vec![Descriptor::new(
+            info.media_type(),
+            info.blob_digest,
+            info.size,
+        )],
+    );
+    let manifest = Blob::canonical(manifest).unwrap();
+    blobs.insert(manifest.bytes().to_vec());
+    let image = LayoutImage::named(
+        manifest.descriptor(media_types::OCI_MANIFEST),
+        &format!("image:{tag}"),
+    )
+    .unwrap();
+    write_oci_dir(dir, &[image], &blobs).unwrap();
+}
+
+/// The OCI name of the machine's architecture (`amd64`, `arm64`, …).
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
