@@ -2,20 +2,32 @@
 # Benchmarks, each printing its figures and ratios:
 #   1. front end: parse + lower a generated 1,000-instruction Dockerfile (goal: 5 ms median);
 #   2. layers (scripts/bench-layers.sh): creation and extraction throughput and peak RSS on a
-#      512 MiB tree, beside `tar | gzip`, `tar | zstd -T0` and their extracting pipelines.
+#      512 MiB tree, beside `tar | gzip`, `tar | zstd -T0` and their extracting pipelines;
+#   3. push (scripts/bench-push.sh): `rbuild push` of a 1 GiB image of random bytes in 4 layers
+#      to a local docker-registry (a fresh, empty one per run), beside `skopeo copy` of the
+#      same image from an OCI layout: median time, MiB/s, peak RSS, the ratio, requests sent,
+#      and the times of a re-push (HEAD checks only) and of a push to a second repository
+#      (cross-repository mounts). PUSH_MIB=1024 and PUSH_LAYERS=4 set the image's size.
 #
-#   scripts/bench.sh            # both
+#   scripts/bench.sh            # all three
 #   scripts/bench.sh frontend   # only the front end (GOAL_MS=2 for another goal)
 #   scripts/bench.sh layers     # only the layers
+#   scripts/bench.sh push       # only the push
 #
 # Exits 0 whatever the figure: performance is reported, never asserted (DESIGN.md, Testing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WHAT=${1:-all}
-if [[ $WHAT == layers ]]; then
-    exec scripts/bench-layers.sh
-fi
+case $WHAT in
+    layers) exec scripts/bench-layers.sh ;;
+    push) exec scripts/bench-push.sh ;;
+    all | frontend) ;;
+    *)
+        echo "usage: scripts/bench.sh [frontend|layers|push]" >&2
+        exit 2
+        ;;
+esac
 
 GOAL_MS=${GOAL_MS:-5}
 BENCH=parse_and_lower
@@ -47,4 +59,6 @@ awk -F'│' -v goal="$GOAL_MS" -v name="$BENCH" '{
 if [[ $WHAT == all ]]; then
     echo
     scripts/bench-layers.sh
+    echo
+    scripts/bench-push.sh
 fi
