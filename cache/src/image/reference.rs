@@ -118,7 +118,10 @@ static DOMAIN: LazyLock<Regex> = LazyLock::new(|| {
     ))
     .expect("valid")
 });
-static TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[\w][\w.-]{0,127}$").expect("valid"));
+// ASCII word characters, as Go's `\w`: Rust's Unicode `\w` would accept `café` (and take
+// milliseconds to compile with the `{0,127}` repetition).
+static TAG: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$").expect("valid"));
 
 /// distribution/reference limits the name (domain and path) to 255 characters.
 const NAME_TOTAL_LENGTH_MAX: usize = 255;
@@ -199,7 +202,7 @@ mod tests {
             assert_eq!((n.full().as_str(), n.familiar().as_str()), (full, familiar));
         }
         assert!("App:1".parse::<ImageName>().is_err());
-        for bad in ["a:b:c", "app:-x", "a//b", "", "app@sha256:12", "up/X"] {
+        for bad in ["a:b:c", "app:-x", "a//b", "", "app@sha256:12", "up/X", "x:café"] {
             assert!(bad.parse::<ImageName>().is_err(), "{bad} should be refused");
         }
         let n: ImageName = "index.docker.io/app".parse().unwrap();
