@@ -227,8 +227,8 @@ impl Registry {
                     .write_all(&chunk)
                     .map_err(|e| Failure::Invalid(format!("writing to the store: {e}")))?;
             }
-            writer
-                .commit(Some(&blob.digest), Some(blob.size))
+            // fsync of a large blob: let the runtime move other transfers off this thread.
+            tokio::task::block_in_place(|| writer.commit(Some(&blob.digest), Some(blob.size)))
                 .map_err(Failure::from)?;
             Ok(())
         })

@@ -3,7 +3,6 @@
 //! streamed from its file; then the manifests go up with their exact bytes, once per tag.
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -12,6 +11,7 @@ use http::HeaderValue;
 use oci_client::errors::OciDistributionError;
 use oci_client::Reference;
 use rbuild_cache::image::{children, media_types, Descriptor, ImageName};
+use tokio::io::AsyncReadExt;
 
 use super::client::{reference, Connection, Registry, TagOrDigest};
 use super::error::{Failure, RegistryError};
@@ -74,18 +74,17 @@ impl Registry {
         let connection = self.connect(&name.domain)?;
         let started = Instant::now();
         self.block_on(async {
-            let sent: Vec<(Sent, &Descriptor)> =
-                futures_util::stream::iter(contents.blobs.iter().map(|blob| {
-                    let connection = &connection;
-                    async move {
-                        let sent = self.push_blob(connection, state, name, blob).await?;
-                        Ok::<_, RegistryError>((sent, blob))
-                    }
-                }))
-                .buffer_unordered(self.options.max_concurrent_uploads.max(1))
-                .try_collect()
-                .await?;
-            report(name, &sent);
+            futures_util::stream::iter(contents.blobs.iter().map(|blob| {
+                let connection = &connection;
+                async move {
+                    let sent = self.push_blob(connection, state, name, blob).await?;
+                    report(name, &sent, blob);
+                    Ok::<_, RegistryError>(())
+                }
+            }))
+            .buffer_unordered(self.options.max_concurrent_uploads.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
             for manifest in &contents.manifests {
                 self.push_manifest(
                     &connection,
@@ -253,13 +252,15 @@ fn contents(
     Ok(contents)
 }
 
-/// The blob's file in pieces, read as the upload consumes them: never whole in memory.
+/// The blob's file in pieces, read as the upload consumes them: never whole in memory. Read
+/// through tokio's file, so a slow disk does not stall the runtime's other transfers.
 fn file_stream(
     file: std::fs::File,
 ) -> impl Stream<Item = Result<Bytes, OciDistributionError>> + Send + 'static {
+    let file = tokio::fs::File::from_std(file);
     futures_util::stream::try_unfold(file, |mut file| async move {
         let mut buffer = vec![0u8; UPLOAD_CHUNK];
-        let n = file.read(&mut buffer)?;
+        let n = file.read(&mut buffer).await?;
         if n == 0 {
             return Ok(None);
         }
@@ -268,17 +269,16 @@ fn file_stream(
     })
 }
 
-fn report(name: &ImageName, sent: &[(Sent, &Descriptor)]) {
-    for (what, blob) in sent {
-        let line = match what {
-            Sent::AlreadyThere => "already there".to_string(),
-            Sent::Mounted(from) => format!("mounted from {from}"),
-            Sent::Uploaded => format!("uploaded {}", human_size(blob.size)),
-        };
-        progress(format_args!(
-            "{}: {} {line}",
-            name.repository(),
-            blob.digest
-        ));
-    }
+/// One line per blob as it is done, so a long push shows its progress.
+fn report(name: &ImageName, sent: &Sent, blob: &Descriptor) {
+    let line = match sent {
+        Sent::AlreadyThere => "already there".to_string(),
+        Sent::Mounted(from) => format!("mounted from {from}"),
+        Sent::Uploaded => format!("uploaded {}", human_size(blob.size)),
+    };
+    progress(format_args!(
+        "{}: {} {line}",
+        name.repository(),
+        blob.digest
+    ));
 }

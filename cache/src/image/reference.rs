@@ -202,7 +202,15 @@ mod tests {
             assert_eq!((n.full().as_str(), n.familiar().as_str()), (full, familiar));
         }
         assert!("App:1".parse::<ImageName>().is_err());
-        for bad in ["a:b:c", "app:-x", "a//b", "", "app@sha256:12", "up/X", "x:café"] {
+        for bad in [
+            "a:b:c",
+            "app:-x",
+            "a//b",
+            "",
+            "app@sha256:12",
+            "up/X",
+            "x:café",
+        ] {
             assert!(bad.parse::<ImageName>().is_err(), "{bad} should be refused");
         }
         let n: ImageName = "index.docker.io/app".parse().unwrap();
