@@ -9,6 +9,8 @@ mod fault_proxy;
 mod fault_proxy_selftest;
 mod images;
 mod registry;
+mod registry_auth;
 mod registry_fixture;
 mod run;
+mod token_server;
 mod util;

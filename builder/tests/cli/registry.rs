@@ -22,25 +22,25 @@ use crate::registry_fixture::{
 use crate::util::{can_run_containers, rbuild, run, Output};
 
 /// A test's directory: state roots, contexts, outputs and a docker config dir of its own.
-struct Workspace {
+pub(crate) struct Workspace {
     dir: TempDir,
 }
 
 impl Workspace {
-    fn new() -> Workspace {
+    pub(crate) fn new() -> Workspace {
         Workspace {
             dir: TempDir::new().unwrap(),
         }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// rbuild on the state root `root` (a directory name in the workspace), with
     /// `DOCKER_CONFIG` in the workspace and nothing from the caller's environment that
     /// changes how registries are reached.
-    fn rbuild_on(&self, root: &str) -> assert_cmd::Command {
+    pub(crate) fn rbuild_on(&self, root: &str) -> assert_cmd::Command {
         let mut cmd = rbuild(self.path());
         cmd.env("RBUILD_ROOT", self.path().join(root))
             .env("DOCKER_CONFIG", self.docker_config())
@@ -58,16 +58,16 @@ impl Workspace {
     }
 
     /// rbuild on the workspace's main state root.
-    fn rbuild(&self) -> assert_cmd::Command {
+    pub(crate) fn rbuild(&self) -> assert_cmd::Command {
         self.rbuild_on("root")
     }
 
-    fn docker_config(&self) -> PathBuf {
+    pub(crate) fn docker_config(&self) -> PathBuf {
         self.path().join("docker-config")
     }
 
     /// `$DOCKER_CONFIG/config.json`, parsed (`{}` when missing).
-    fn docker_config_json(&self) -> serde_json::Value {
+    pub(crate) fn docker_config_json(&self) -> serde_json::Value {
         match fs::read(self.docker_config().join("config.json")) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap(),
             Err(_) => serde_json::json!({}),
@@ -75,7 +75,7 @@ impl Workspace {
     }
 
     /// Writes a context `name` with `dockerfile` and `files` (path, content); returns its path.
-    fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    pub(crate) fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> PathBuf {
         let ctx = self.path().join(name);
         fs::create_dir_all(&ctx).unwrap();
         fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
@@ -86,19 +86,19 @@ impl Workspace {
     }
 
     /// `rbuild build ARGS… CONTEXT` on the main root.
-    fn build(&self, ctx: &Path, args: &[&str]) -> Output {
+    pub(crate) fn build(&self, ctx: &Path, args: &[&str]) -> Output {
         run(self.rbuild().arg("build").args(args).arg(ctx))
     }
 
     /// `rbuild build ARGS… --metadata-file … CONTEXT`, which must succeed, and the digests
     /// of what it built from its metadata file (buildx's `containerimage.digest` and
     /// `containerimage.config.digest`): a push must put exactly these bytes in the registry.
-    fn build_digests(&self, ctx: &Path, args: &[&str]) -> Built {
+    pub(crate) fn build_digests(&self, ctx: &Path, args: &[&str]) -> Built {
         self.build_with_metadata(ctx, args).0
     }
 
     /// `build_digests`, with what the build printed.
-    fn build_with_metadata(&self, ctx: &Path, args: &[&str]) -> (Built, Output) {
+    pub(crate) fn build_with_metadata(&self, ctx: &Path, args: &[&str]) -> (Built, Output) {
         let meta = self.path().join("metadata.json");
         let _ = fs::remove_file(&meta);
         let out = run(self
@@ -126,13 +126,13 @@ impl Workspace {
 
 /// The digests of a built image.
 #[derive(Debug, PartialEq, Eq)]
-struct Built {
-    manifest: String,
-    config: String,
+pub(crate) struct Built {
+    pub(crate) manifest: String,
+    pub(crate) config: String,
 }
 
 /// Panics with the whole output unless rbuild exited 0.
-fn ok(out: Output) -> Output {
+pub(crate) fn ok(out: Output) -> Output {
     assert_eq!(out.code, 0, "{out}");
     out
 }

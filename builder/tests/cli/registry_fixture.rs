@@ -1,7 +1,8 @@
 //! A real registry for the registry tests: Debian's `docker-registry` (distribution 2.8) on a
-//! free 127.0.0.1 port with storage of its own, plain HTTP or HTTPS with htpasswd auth, killed
-//! when dropped. Also what those tests share for looking at a registry from outside (skopeo,
-//! curl, umoci) and at rbuild's content store.
+//! free 127.0.0.1 port with storage of its own, plain HTTP, HTTPS with htpasswd auth, or plain
+//! HTTP with token auth (a `TokenServer` of the test's own as the realm), killed when dropped.
+//! Also what those tests share for looking at a registry from outside (skopeo, curl, umoci)
+//! and at rbuild's content store.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use rbuild_cache::Digest;
 use tempfile::TempDir;
 
+use crate::token_server::TokenServer;
 use crate::util::require_tool;
 
 /// Whether every tool in `tools` is installed; each missing one is reported (and under
@@ -31,16 +33,31 @@ pub struct TestRegistry {
     port: u16,
     child: Child,
     tls: Option<Tls>,
+    /// The user and password the registry lets in, when it has auth.
+    credentials: Option<(String, String)>,
+    /// The realm of a registry with token auth.
+    token: Option<TokenServer>,
 }
 
-/// What a client needs to reach an HTTPS registry with htpasswd auth.
+/// What a client needs to trust an HTTPS registry.
 struct Tls {
     ca: PathBuf,
     /// A directory holding only `ca.crt`, for skopeo's `--cert-dir`.
     cert_dir: PathBuf,
-    user: String,
-    password: String,
 }
+
+/// How `TestRegistry::start` sets up a registry.
+struct Setup {
+    tls: Option<Tls>,
+    credentials: Option<(String, String)>,
+    token: Option<TokenServer>,
+    /// The `auth:` section of the configuration, or empty.
+    auth_yaml: String,
+}
+
+/// The `service` and `issuer` of a registry with token auth.
+pub const TOKEN_SERVICE: &str = "rbuild-test-registry";
+pub const TOKEN_ISSUER: &str = "rbuild-test-token-issuer";
 
 impl TestRegistry {
     /// A plain-HTTP registry without auth, or `None` (with the reason printed) when
@@ -49,7 +66,46 @@ impl TestRegistry {
         if !have_tools(&["docker-registry", "curl"]) {
             return None;
         }
-        Some(TestRegistry::start(TempDir::new().unwrap(), None))
+        let setup = Setup {
+            tls: None,
+            credentials: None,
+            token: None,
+            auth_yaml: String::new(),
+        };
+        Some(TestRegistry::start(TempDir::new().unwrap(), setup))
+    }
+
+    /// A plain-HTTP registry with distribution's token auth: its realm is a `TokenServer`
+    /// (see `token_server`) that gives `user` with `password` every scope asked for. `None`
+    /// (with the reason printed) when a tool is missing outside CI.
+    pub fn with_token_auth(user: &str, password: &str) -> Option<TestRegistry> {
+        if !have_tools(&["docker-registry", "curl", "openssl"]) {
+            return None;
+        }
+        let dir = TempDir::new().unwrap();
+        let pki = dir.path().join("pki");
+        fs::create_dir(&pki).unwrap();
+        let token = TokenServer::start(&pki, user, password, TOKEN_SERVICE, TOKEN_ISSUER);
+        let auth_yaml = format!(
+            "auth:
+  token:
+    realm: {realm}
+    service: {service}
+    issuer: {issuer}
+    rootcertbundle: {bundle}
+",
+            realm = token.realm(),
+            service = token.service(),
+            issuer = token.issuer(),
+            bundle = token.cert_path().display(),
+        );
+        let setup = Setup {
+            tls: None,
+            credentials: Some((user.to_string(), password.to_string())),
+            token: Some(token),
+            auth_yaml,
+        };
+        Some(TestRegistry::start(dir, setup))
     }
 
     /// An HTTPS registry (a certificate for IP 127.0.0.1 and DNS localhost, signed by a CA
@@ -71,16 +127,32 @@ impl TestRegistry {
         let cert_dir = dir.path().join("client-certs");
         fs::create_dir(&cert_dir).unwrap();
         fs::copy(pki.join("ca.crt"), cert_dir.join("ca.crt")).unwrap();
-        let tls = Tls {
-            ca: pki.join("ca.crt"),
-            cert_dir,
-            user: user.to_string(),
-            password: password.to_string(),
+        let setup = Setup {
+            tls: Some(Tls {
+                ca: pki.join("ca.crt"),
+                cert_dir,
+            }),
+            credentials: Some((user.to_string(), password.to_string())),
+            token: None,
+            auth_yaml: format!(
+                "auth:
+  htpasswd:
+    realm: rbuild-test
+    path: {}
+",
+                pki.join("htpasswd").display()
+            ),
         };
-        Some(TestRegistry::start(dir, Some(tls)))
+        Some(TestRegistry::start(dir, setup))
     }
 
-    fn start(dir: TempDir, tls: Option<Tls>) -> TestRegistry {
+    fn start(dir: TempDir, setup: Setup) -> TestRegistry {
+        let Setup {
+            tls,
+            credentials,
+            token,
+            auth_yaml,
+        } = setup;
         fs::create_dir(dir.path().join("storage")).unwrap();
         let work = dir.path().join("work");
         fs::create_dir(&work).unwrap();
@@ -89,7 +161,8 @@ impl TestRegistry {
         for attempt in 1..=3 {
             let port = free_port();
             let config = dir.path().join("config.yml");
-            fs::write(&config, config_yaml(dir.path(), port, tls.is_some())).unwrap();
+            let yaml = config_yaml(dir.path(), port, tls.is_some(), &auth_yaml);
+            fs::write(&config, yaml).unwrap();
             let log = fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -111,6 +184,8 @@ impl TestRegistry {
                         port,
                         child,
                         tls,
+                        credentials,
+                        token,
                     }
                 }
                 Err(why) => {
@@ -147,6 +222,11 @@ impl TestRegistry {
         &self.tls.as_ref().expect("a TLS registry").ca
     }
 
+    /// The token server of a registry with token auth.
+    pub fn token_server(&self) -> &TokenServer {
+        self.token.as_ref().expect("a registry with token auth")
+    }
+
     /// A scratch directory for the test, removed with the registry.
     pub fn dir(&self) -> &Path {
         &self.work
@@ -165,13 +245,14 @@ impl TestRegistry {
     /// skopeo's options to reach this registry, for a command whose flags carry `prefix`
     /// (`""` for inspect, `"src-"` or `"dest-"` for copy).
     fn skopeo_flags(&self, prefix: &str) -> Vec<String> {
-        match &self.tls {
+        let mut flags = match &self.tls {
             None => vec![format!("--{prefix}tls-verify=false")],
-            Some(tls) => vec![
-                format!("--{prefix}cert-dir={}", tls.cert_dir.display()),
-                format!("--{prefix}creds={}:{}", tls.user, tls.password),
-            ],
+            Some(tls) => vec![format!("--{prefix}cert-dir={}", tls.cert_dir.display())],
+        };
+        if let Some((user, password)) = &self.credentials {
+            flags.push(format!("--{prefix}creds={user}:{password}"));
         }
+        flags
     }
 
     /// The manifest (or index) `NAME` (`app:1`) as the registry serves it, byte for byte.
@@ -223,6 +304,30 @@ impl TestRegistry {
         checked(&mut cmd, "skopeo copy");
     }
 
+    /// `skopeo copy --format v2s2` of the only image of the OCI layout `layout` to `NAME`:
+    /// Docker's schema 2 manifest and media types, the same config and layer bytes.
+    pub fn copy_from_oci_as_docker_v2s2(&self, layout: &Path, name: &str) {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--format", "v2s2"])
+            .args(self.skopeo_flags("dest-"))
+            .arg(format!("oci:{}", layout.display()))
+            .arg(format!("docker://{}", self.image(name)));
+        checked(&mut cmd, "skopeo copy --format v2s2");
+    }
+
+    /// Whether the registry has the manifest `NAME` (`app:1`), asked with skopeo.
+    pub fn has_manifest(&self, name: &str) -> bool {
+        Command::new("skopeo")
+            .arg("inspect")
+            .arg("--raw")
+            .args(self.skopeo_flags(""))
+            .arg(format!("docker://{}", self.image(name)))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
     /// PUTs `body` as the manifest `REPO:REF` with `media_type` (curl); returns its digest.
     pub fn put_manifest(&self, name: &str, media_type: &str, body: &[u8]) -> String {
         let (repo, reference) = name.rsplit_once(':').expect("REPO:TAG");
@@ -240,13 +345,16 @@ impl TestRegistry {
         sha256(body)
     }
 
-    /// curl that fails on HTTP errors, trusts the CA and sends the credentials.
+    /// curl that fails on HTTP errors, trusts the CA and sends the credentials (basic auth:
+    /// a registry with token auth refuses it, curl does not fetch tokens).
     pub fn curl(&self) -> Command {
         let mut cmd = Command::new("curl");
         cmd.args(["-sS", "--fail-with-body", "--max-time", "60"]);
         if let Some(tls) = &self.tls {
             cmd.arg("--cacert").arg(&tls.ca);
-            cmd.arg("-u").arg(format!("{}:{}", tls.user, tls.password));
+        }
+        if let Some((user, password)) = &self.credentials {
+            cmd.arg("-u").arg(format!("{user}:{password}"));
         }
         cmd
     }
@@ -308,8 +416,8 @@ fn free_port() -> u16 {
 }
 
 /// distribution's configuration: filesystem storage under `dir`, deletes allowed, no
-/// background upload purging; TLS and htpasswd from `dir/pki` when `tls`.
-fn config_yaml(dir: &Path, port: u16, tls: bool) -> String {
+/// background upload purging; TLS from `dir/pki` when `tls`; then `auth_yaml`.
+fn config_yaml(dir: &Path, port: u16, tls: bool, auth_yaml: &str) -> String {
     let mut yaml = format!(
         "version: 0.1
 log:
@@ -334,16 +442,12 @@ http:
             "  tls:
     certificate: {cert}
     key: {key}
-auth:
-  htpasswd:
-    realm: rbuild-test
-    path: {htpasswd}
 ",
             cert = pki.join("server.crt").display(),
             key = pki.join("server.key").display(),
-            htpasswd = pki.join("htpasswd").display(),
         ));
     }
+    yaml.push_str(auth_yaml);
     yaml
 }
 
