@@ -889,11 +889,23 @@ fn several_tags_push_one_manifest_and_each_blob_once() {
 
 /// A local address other than loopback, where a registry is HTTPS unless told otherwise.
 fn non_loopback_ip() -> Option<std::net::IpAddr> {
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    // No packet is sent: connecting a UDP socket only picks the route and source address.
-    socket.connect("192.0.2.255:9").ok()?;
-    let ip = socket.local_addr().ok()?.ip();
-    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+    // Connecting a UDP socket sends nothing: it only picks the route and source address.
+    // Several destinations, since a machine may route only some (one has no default route).
+    for destination in ["192.0.2.1:9", "198.51.100.1:9", "10.0.0.1:9", "8.8.8.8:9"] {
+        let Ok(socket) = std::net::UdpSocket::bind("0.0.0.0:0") else {
+            continue;
+        };
+        if socket.connect(destination).is_err() {
+            continue;
+        }
+        if let Ok(addr) = socket.local_addr() {
+            let ip = addr.ip();
+            if !ip.is_loopback() && !ip.is_unspecified() {
+                return Some(ip);
+            }
+        }
+    }
+    None
 }
 
 #[test]
