@@ -75,10 +75,17 @@ impl<'s> StoreBases<'s> {
             self.import_layout(reference)?
         } else {
             let name: ImageName = reference.parse()?;
-            match self.local(&name)? {
-                Some(record) => Descriptor::new(record.media_type, record.digest, record.size),
-                None => self.pull(&name, platform)?,
+            if let Some(record) = self.local(&name)? {
+                let top = Descriptor::new(record.media_type, record.digest, record.size);
+                match self.for_platform(&top, platform) {
+                    Ok(base) => return Ok(base),
+                    // A digest the store holds only in part (another platform was pulled, or
+                    // a pull was cut short) is completed from its registry.
+                    Err(_) if name.digest.is_some() => {}
+                    Err(e) => return Err(e),
+                }
             }
+            self.pull(&name, platform)?
         };
         self.for_platform(&top, platform)
     }
@@ -116,7 +123,7 @@ impl<'s> StoreBases<'s> {
         let pulled = self.registry()?.pull(self.state, name, platform);
         match pulled {
             Ok(top) => Ok(top),
-            Err(e) if e.is_unreachable() && !self.pull => {
+            Err(e) if e.is_transient() && !self.pull => {
                 let Some(record) = self.state.db.image(&name.full())? else {
                     return Err(e.into());
                 };
@@ -170,12 +177,21 @@ impl<'s> StoreBases<'s> {
         let config: Blob<ImageConfig> =
             Blob::parse(content.read(&manifest.value().config.digest)?)?;
         config::validate(&manifest, &config)?;
+        if let Some(layer) = manifest
+            .value()
+            .layers
+            .iter()
+            .find(|l| !content.contains(&l.digest))
+        {
+            bail!("layer {} is missing from the store", layer.digest);
+        }
         let has = config.value().platform();
         if !media_types::is_index(&top.media_type) && !crate::platforms::matches(platform, &has) {
-            bail!(
-                "the image is for {has}, the build for {}",
+            // BuildKit's InvalidBaseImagePlatform: said, not refused.
+            progress(format_args!(
+                "WARNING: the base image is for {has}, the build for {}",
                 platform_string(platform)
-            );
+            ));
         }
         Ok(BaseImage { manifest, config })
     }

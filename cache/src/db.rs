@@ -125,23 +125,47 @@ impl Database {
         &self.path
     }
 
-    /// Points `name` at `image`, replacing what it pointed at before.
+    /// Points `name` at `image`, replacing what it pointed at before. The name is now a local
+    /// one (built, loaded or tagged here), no longer tracking a registry.
     pub fn set_image(&self, name: &str, image: &ImageRecord) -> Result<(), DbError> {
+        self.write_image(name, image, false)
+    }
+
+    /// Points `name` at an image just pulled from its registry, which later builds re-resolve.
+    pub fn set_pulled_image(&self, name: &str, image: &ImageRecord) -> Result<(), DbError> {
+        self.write_image(name, image, true)
+    }
+
+    /// The name and its pulled mark in one transaction, so a crash cannot leave a pulled name
+    /// looking local (never re-resolved) or a local one looking pulled.
+    fn write_image(&self, name: &str, image: &ImageRecord, pulled: bool) -> Result<(), DbError> {
         let size = self.size_to_sql(&image.digest, image.size)?;
-        self.conn()
-            .execute(
-                "INSERT OR REPLACE INTO images (name, digest, media_type, size, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    name,
-                    image.digest.to_string(),
-                    image.media_type,
-                    size,
-                    image.created_at
-                ],
-            )
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.error("set image", e))?;
-        Ok(())
+        tx.execute(
+            "INSERT OR REPLACE INTO images (name, digest, media_type, size, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                name,
+                image.digest.to_string(),
+                image.media_type,
+                size,
+                image.created_at
+            ],
+        )
+        .map_err(|e| self.error("set image", e))?;
+        if pulled {
+            tx.execute(
+                "INSERT OR REPLACE INTO pulled_images (name, digest) VALUES (?1, ?2)",
+                params![name, image.digest.to_string()],
+            )
+        } else {
+            tx.execute("DELETE FROM pulled_images WHERE name = ?1", [name])
+        }
+        .map_err(|e| self.error("set image", e))?;
+        tx.commit().map_err(|e| self.error("set image", e))
     }
 
     pub fn image(&self, name: &str) -> Result<Option<ImageRecord>, DbError> {
@@ -187,6 +211,9 @@ impl Database {
         let removed = self
             .conn()
             .execute("DELETE FROM images WHERE name = ?1", [name])
+            .map_err(|e| self.error("remove image", e))?;
+        self.conn()
+            .execute("DELETE FROM pulled_images WHERE name = ?1", [name])
             .map_err(|e| self.error("remove image", e))?;
         Ok(removed > 0)
     }
@@ -302,18 +329,7 @@ impl Database {
             .map_err(|e| self.error("read blob sources", e))
     }
 
-    /// Records that `name` was pulled and then pointed at `digest`.
-    pub fn set_pulled(&self, name: &str, digest: &Digest) -> Result<(), DbError> {
-        self.conn()
-            .execute(
-                "INSERT OR REPLACE INTO pulled_images (name, digest) VALUES (?1, ?2)",
-                params![name, digest.to_string()],
-            )
-            .map_err(|e| self.error("set pulled image", e))?;
-        Ok(())
-    }
-
-    /// The digest `name` had when it was last pulled, if it ever was.
+    /// The digest `name` had when it was last pulled, if it still tracks its registry.
     pub fn pulled(&self, name: &str) -> Result<Option<Digest>, DbError> {
         let row: Option<String> = self
             .conn()
@@ -490,8 +506,17 @@ mod tests {
             .unwrap()
             .is_empty());
         assert_eq!(db.pulled("r:5000/app:1").unwrap(), None);
-        db.set_pulled("r:5000/app:1", &blob).unwrap();
-        assert_eq!(db.pulled("r:5000/app:1").unwrap(), Some(blob));
+        let pulled = record("pulled", 1);
+        db.set_pulled_image("r:5000/app:1", &pulled).unwrap();
+        assert_eq!(db.pulled("r:5000/app:1").unwrap(), Some(pulled.digest));
+        assert_eq!(db.image("r:5000/app:1").unwrap(), Some(pulled));
+        // Built or loaded over: a local name again.
+        db.set_image("r:5000/app:1", &record("built", 2)).unwrap();
+        assert_eq!(db.pulled("r:5000/app:1").unwrap(), None);
+        db.set_pulled_image("r:5000/app:1", &record("pulled", 1))
+            .unwrap();
+        db.remove_image("r:5000/app:1").unwrap();
+        assert_eq!(db.pulled("r:5000/app:1").unwrap(), None);
     }
 
     #[test]

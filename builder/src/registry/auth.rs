@@ -117,6 +117,15 @@ impl DockerConfig {
         Self::load_from(&dir)
     }
 
+    /// No credentials at all: for going on when the user's config cannot be read.
+    pub fn empty() -> DockerConfig {
+        DockerConfig {
+            path: PathBuf::new(),
+            json: Map::new(),
+            helper_dir: None,
+        }
+    }
+
     /// `dir/config.json`.
     pub fn load_from(dir: &Path) -> Result<DockerConfig, AuthError> {
         let path = dir.join("config.json");

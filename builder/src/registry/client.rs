@@ -109,13 +109,39 @@ impl Registry {
         Ok(Registry {
             runtime,
             options,
-            docker_config: DockerConfig::load()?,
+            docker_config: docker_config(),
             connections: Mutex::new(HashMap::new()),
         })
     }
 
     pub(super) fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)
+    }
+
+    /// Runs a registry operation to its end. A panic inside oci-client (it unwraps on some
+    /// replies it does not expect) becomes an error naming `target`, not a crash.
+    pub(super) fn run<T>(
+        &self,
+        target: &str,
+        future: impl Future<Output = Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.runtime.block_on(future)
+        }));
+        outcome.unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown cause".into());
+            Err(RegistryError::Failed {
+                target: target.to_string(),
+                op: "talk to the registry".into(),
+                failure: Failure::Invalid(format!(
+                    "the registry client failed on an unexpected reply: {message}"
+                )),
+            })
+        })
     }
 
     /// The client for `host`, made on first use, with the user's credentials for it. Call it
@@ -218,11 +244,12 @@ impl Registry {
                 RegistryAuth::Basic(username, password)
             }
             Some(Credentials::IdentityToken { .. }) => {
-                return Err(RegistryError::Setup(format!(
-                    "the saved credentials for {host} are an identity token (from an SSO \
-                     login), which rbuild cannot use yet; log in with a username and a \
-                     password or access token: `rbuild login {host}`"
-                )))
+                progress(format_args!(
+                    "WARNING: the saved credentials for {host} are an identity token (an SSO \
+                     login), which rbuild cannot use yet; going on without credentials. Log in \
+                     with a username and a password or access token: `rbuild login {host}`"
+                ));
+                RegistryAuth::Anonymous
             }
         })
     }
@@ -286,24 +313,39 @@ impl Registry {
             "rbuild-login-check".into(),
             "latest".into(),
         );
-        self.block_on(self.retry(host, LOGIN_OP, || async {
-            let token = client
-                .auth(&probe, &auth, RegistryOperation::Pull)
-                .await
-                .map_err(Failure::from)?;
-            if token.is_some() {
-                return Ok(());
-            }
-            match client.fetch_manifest_digest(&probe, &auth).await {
-                Ok(_) => Ok(()),
-                Err(e) => match Failure::from(e) {
-                    Failure::Status(401 | 403, message) => Err(Failure::Status(401, message)),
-                    Failure::Status(_, _) => Ok(()),
-                    other => Err(other),
-                },
-            }
-        }))
+        self.run(
+            host,
+            self.retry(host, LOGIN_OP, || async {
+                let token = client
+                    .auth(&probe, &auth, RegistryOperation::Pull)
+                    .await
+                    .map_err(Failure::from)?;
+                if token.is_some() {
+                    return Ok(());
+                }
+                // As `docker login`: only an answer that shows the credentials were taken counts.
+                match client.fetch_manifest_digest(&probe, &auth).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => match Failure::from(e) {
+                        Failure::Status(404, _) => Ok(()),
+                        Failure::Status(403, message) => Err(Failure::Status(401, message)),
+                        other => Err(other),
+                    },
+                }
+            }),
+        )
     }
+}
+
+/// The user's Docker config; one that cannot be read leaves rbuild without credentials, with
+/// a warning, as docker goes on with anonymous access.
+fn docker_config() -> DockerConfig {
+    DockerConfig::load().unwrap_or_else(|e| {
+        progress(format_args!(
+            "WARNING: {e}; going on without saved credentials"
+        ));
+        DockerConfig::empty()
+    })
 }
 
 /// An oci-client reference for a name's repository with a tag or a digest.

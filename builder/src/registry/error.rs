@@ -27,15 +27,15 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
-    /// True when the registry could not be reached at all (no HTTP answer).
-    pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            RegistryError::Failed {
-                failure: Failure::Transport(_),
-                ..
+    /// True when the registry was unreachable or failing (connection errors, 5xx, 429) even
+    /// after retries: what a build may ride out with an image pulled before.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Failed { failure, .. } => {
+                matches!(failure, Failure::Transport(_)) || failure.retryable()
             }
-        )
+            _ => false,
+        }
     }
 }
 
@@ -57,8 +57,11 @@ impl Failure {
     pub fn retryable(&self) -> bool {
         match self {
             Failure::Status(status, _) => *status >= 500 || *status == 429 || *status == 408,
-            // A name that does not resolve stays so for longer than retries last.
-            Failure::Transport(cause) => !cause.contains("dns error"),
+            // A name that does not resolve, or a certificate nobody vouches for, stays so for
+            // longer than retries last.
+            Failure::Transport(cause) => {
+                !cause.contains("dns error") && !cause.contains("certificate")
+            }
             Failure::Corrupt(_) => true,
             Failure::Invalid(_) => false,
         }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use futures_util::{StreamExt, TryStreamExt};
 use rbuild_cache::db::ImageRecord;
 use rbuild_cache::digest::Digest;
-use rbuild_cache::image::{children, media_types, Blob, Descriptor, ImageConfig, ImageName, Index};
+use rbuild_cache::image::{children, media_types, Blob, Descriptor, ImageName, Index};
 use rbuild_frontend::platform::Platform;
 
 use super::client::{reference, Connection, Registry, TagOrDigest};
@@ -35,16 +35,19 @@ impl Registry {
         let tag = name.tag_or_latest().unwrap_or("latest");
         let target = format!("{}:{tag}", name.repository());
         let image = reference(name, TagOrDigest::Tag(tag));
-        self.block_on(self.retry(&target, "resolve tag", || async {
-            let digest = connection
-                .client
-                .fetch_manifest_digest(&image, &connection.auth)
-                .await
-                .map_err(Failure::from)?;
-            digest
-                .parse::<Digest>()
-                .map_err(|e| Failure::Invalid(format!("the registry sent digest {digest:?}: {e}")))
-        }))
+        self.run(
+            &target,
+            self.retry(&target, "resolve tag", || async {
+                let digest = connection
+                    .client
+                    .fetch_manifest_digest(&image, &connection.auth)
+                    .await
+                    .map_err(Failure::from)?;
+                digest.parse::<Digest>().map_err(|e| {
+                    Failure::Invalid(format!("the registry sent digest {digest:?}: {e}"))
+                })
+            }),
+        )
     }
 
     /// Pulls `name` for `platform`: its manifest or index (and from an index, the platform's
@@ -59,7 +62,7 @@ impl Registry {
         let top_digest = self.resolve(name)?;
         let connection = self.connect(&name.domain)?;
         let started = Instant::now();
-        self.block_on(async {
+        self.run(&name.familiar(), async {
             let top = self
                 .fetch_manifest(&connection, state, name, &top_digest)
                 .await?;
@@ -85,15 +88,12 @@ impl Registry {
             let bytes = state.content.read(&manifest.digest)?;
             let blobs = children(&manifest.media_type, &manifest.digest, &bytes)
                 .map_err(|e| invalid(name, "read manifest", e.to_string()))?;
-            // The config first: a lone manifest for another platform fetches no layers.
-            let config = &blobs[0];
-            self.fetch_blob(&connection, state, name, config).await?;
-            if !media_types::is_index(&top.media_type) {
-                check_platform(state, name, config, platform)?;
-            }
+
+            // A layer listed twice is fetched once.
+            let mut seen = std::collections::BTreeSet::new();
             let missing: Vec<&Descriptor> = blobs
                 .iter()
-                .filter(|b| !state.content.contains(&b.digest))
+                .filter(|b| seen.insert(b.digest) && !state.content.contains(&b.digest))
                 .collect();
             let bytes: u64 = missing.iter().map(|b| b.size).sum();
             futures_util::stream::iter(
@@ -142,10 +142,12 @@ impl Registry {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64),
         };
-        if state.db.image(&full)?.as_ref() != Some(&record) {
-            state.db.set_image(&full, &record)?;
-        }
-        state.db.set_pulled(&full, &top.digest)?;
+        // Unchanged: keep the time it was first pulled, as `rbuild images` shows it.
+        let record = match state.db.image(&full)? {
+            Some(old) if old.digest == record.digest => old,
+            _ => record,
+        };
+        state.db.set_pulled_image(&full, &record)?;
         Ok(())
     }
 
@@ -234,28 +236,6 @@ impl Registry {
         })
         .await
     }
-}
-
-/// A lone manifest (no index) must be for the platform asked for.
-fn check_platform(
-    state: &State,
-    name: &ImageName,
-    config: &Descriptor,
-    platform: &Platform,
-) -> Result<(), RegistryError> {
-    let config: Blob<ImageConfig> = parse(name, config, state.content.read(&config.digest)?)?;
-    let has = config.value().platform();
-    if crate::platforms::matches(platform, &has) {
-        return Ok(());
-    }
-    Err(invalid(
-        name,
-        "choose platform",
-        format!(
-            "the image is for {has} only, not {}",
-            crate::platforms::platform_string(platform)
-        ),
-    ))
 }
 
 /// oci-client reports a digest mismatch at the end of the stream as an I/O error.

@@ -73,7 +73,7 @@ impl Registry {
         let name = names[0];
         let connection = self.connect(&name.domain)?;
         let started = Instant::now();
-        self.block_on(async {
+        self.run(&name.repository(), async {
             futures_util::stream::iter(contents.blobs.iter().map(|blob| {
                 let connection = &connection;
                 async move {
@@ -193,7 +193,14 @@ impl Registry {
         manifest: &Descriptor,
         at: TagOrDigest<'_>,
     ) -> Result<(), RegistryError> {
-        let image = reference(name, at);
+        let image = match at {
+            TagOrDigest::Tag(_) => reference(name, at),
+            // oci-client's fallback for registries that send no Location strips the tag from
+            // the URL and panics without one; the digest given as the tag makes the same URL.
+            TagOrDigest::Digest(digest) => {
+                Reference::with_tag(name.domain.clone(), name.path.clone(), digest.to_string())
+            }
+        };
         let bytes = Bytes::from(state.content.read(&manifest.digest)?);
         let content_type = HeaderValue::from_str(&manifest.media_type).map_err(|e| {
             RegistryError::Setup(format!("media type {:?}: {e}", manifest.media_type))
