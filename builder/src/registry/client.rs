@@ -63,11 +63,17 @@ impl RegistryOptions {
                 .trim_matches(|c| c == '[' || c == ']')
                 .parse::<IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback());
-        loopback
-            || self
-                .insecure
-                .iter()
-                .any(|h| h == host || (!h.contains(':') && h == name))
+        loopback || self.is_listed(host)
+    }
+
+    /// Whether the user named `host` with `--insecure-registry`: as Docker does for those,
+    /// its certificate is not verified. Loopback hosts get no such pass: a TLS registry on
+    /// localhost is checked against the system roots and `--registry-ca`.
+    pub fn is_listed(&self, host: &str) -> bool {
+        let name = host_without_port(host);
+        self.insecure
+            .iter()
+            .any(|h| h == host || (!h.contains(':') && h == name))
     }
 }
 
@@ -151,7 +157,7 @@ impl Registry {
             return Ok(connection.clone());
         }
         let protocol = self.protocol_for(host)?;
-        let client = Client::try_from(self.client_config(protocol)?)
+        let client = Client::try_from(self.client_config(host, protocol)?)
             .map_err(|e| RegistryError::Setup(format!("{host}: {e}")))?;
         let auth = self.auth_for(host)?;
         // Blob and upload calls take no credentials: oci-client looks them up by registry.
@@ -169,12 +175,13 @@ impl Registry {
 
     /// HTTPS, except for insecure hosts that do not speak it: like Docker, rbuild tries HTTPS
     /// first there and falls back to plain HTTP when the TLS handshake fails. A certificate
-    /// the CAs do not vouch for is an error, not a reason to drop TLS.
+    /// the CAs do not vouch for is an error, not a reason to drop TLS (unless the host was
+    /// named with `--insecure-registry`, whose certificates are not checked).
     fn protocol_for(&self, host: &str) -> Result<ClientProtocol, RegistryError> {
         if !self.options.is_insecure(host) {
             return Ok(ClientProtocol::Https);
         }
-        let client = Client::try_from(self.client_config(ClientProtocol::Https)?)
+        let client = Client::try_from(self.client_config(host, ClientProtocol::Https)?)
             .map_err(|e| RegistryError::Setup(format!("{host}: {e}")))?;
         let probe = Reference::with_tag(host.to_string(), "rbuild-probe".into(), "x".into());
         let answer = self.block_on(async {
@@ -194,9 +201,7 @@ impl Registry {
                 Err(RegistryError::Failed {
                     target: host.to_string(),
                     op: "connect over HTTPS".into(),
-                    failure: Failure::Transport(format!(
-                        "{cause} (trust the registry's CA with --registry-ca FILE)"
-                    )),
+                    failure: Failure::Transport(cause),
                 })
             }
             Failure::Transport(_) => Ok(ClientProtocol::Http),
@@ -205,7 +210,11 @@ impl Registry {
         }
     }
 
-    fn client_config(&self, protocol: ClientProtocol) -> Result<ClientConfig, RegistryError> {
+    fn client_config(
+        &self,
+        host: &str,
+        protocol: ClientProtocol,
+    ) -> Result<ClientConfig, RegistryError> {
         let mut certificates = Vec::new();
         for path in &self.options.ca_files {
             let pem = std::fs::read(path).map_err(|e| {
@@ -226,6 +235,7 @@ impl Registry {
         Ok(ClientConfig {
             protocol,
             extra_root_certificates: certificates,
+            accept_invalid_certificates: self.options.is_listed(host),
             // Indexes are resolved by rbuild itself (platforms.rs), with variant defaults.
             platform_resolver: None,
             // One PUT per blob, streamed from the file with its length: no chunk buffers.
@@ -303,7 +313,7 @@ impl Registry {
             ));
         };
         let protocol = self.protocol_for(host)?;
-        let client = Client::try_from(self.client_config(protocol)?)
+        let client = Client::try_from(self.client_config(host, protocol)?)
             .map_err(|e| RegistryError::Setup(format!("{host}: {e}")))?;
         let auth = RegistryAuth::Basic(username.clone(), password.clone());
         // A repository nobody has: a token server must still vouch for the user, and a registry

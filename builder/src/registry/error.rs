@@ -112,6 +112,13 @@ fn hint(failure: &Failure, target: &str, op: &str) -> String {
             format!(" (wrong or missing credentials; log in with `rbuild login {registry}`)")
         }
         Some(403) => " (the credentials lack permission for this repository)".to_string(),
+        None if matches!(failure, Failure::Transport(c) if c.contains("invalid peer certificate")) =>
+        {
+            format!(
+                " (trust the registry's CA with --registry-ca FILE, or skip the check with \
+                 --insecure-registry {registry})"
+            )
+        }
         _ => String::new(),
     }
 }
