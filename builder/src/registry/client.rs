@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
@@ -15,6 +15,7 @@ use rbuild_cache::image::ImageName;
 
 use super::auth::{Credentials, DockerConfig};
 use super::error::{Failure, RegistryError};
+use super::mount::Challenge;
 use crate::solve::progress;
 
 /// Attempts per request before a retryable failure is reported.
@@ -102,6 +103,12 @@ pub struct Registry {
 pub(super) struct Connection {
     pub client: Client,
     pub auth: RegistryAuth,
+    /// For the few requests oci-client cannot make (two-scope mount tokens); same TLS setup.
+    pub http: reqwest::Client,
+    /// `https://registry` (the API host: `index.docker.io` for docker.io).
+    pub base_url: String,
+    /// The registry's auth challenge, read on first need.
+    pub challenge: Arc<tokio::sync::OnceCell<Challenge>>,
 }
 
 impl Registry {
@@ -157,6 +164,10 @@ impl Registry {
             return Ok(connection.clone());
         }
         let protocol = self.protocol_for(host)?;
+        let scheme = match protocol {
+            ClientProtocol::Http => "http",
+            _ => "https",
+        };
         let client = Client::try_from(self.client_config(host, protocol)?)
             .map_err(|e| RegistryError::Setup(format!("{host}: {e}")))?;
         let auth = self.auth_for(host)?;
@@ -165,7 +176,13 @@ impl Registry {
             .resolve_registry()
             .to_string();
         self.block_on(client.store_auth_if_needed(&registry, &auth));
-        let connection = Connection { client, auth };
+        let connection = Connection {
+            client,
+            auth,
+            http: self.http_client(host)?,
+            base_url: format!("{scheme}://{registry}"),
+            challenge: Arc::default(),
+        };
         self.connections
             .lock()
             .unwrap()
@@ -210,28 +227,30 @@ impl Registry {
         }
     }
 
+    /// A plain HTTP client trusting what the oci-client does.
+    fn http_client(&self, host: &str) -> Result<reqwest::Client, RegistryError> {
+        let mut certificates = Vec::new();
+        for pem in self.ca_certificates()? {
+            certificates.push(reqwest::Certificate::from_pem(&pem.data).map_err(|e| {
+                RegistryError::Setup(format!("a certificate of --registry-ca: {e}"))
+            })?);
+        }
+        reqwest::Client::builder()
+            .tls_certs_merge(certificates)
+            .danger_accept_invalid_certs(self.options.is_listed(host))
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(120))
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| RegistryError::Setup(format!("{host}: {e}")))
+    }
+
     fn client_config(
         &self,
         host: &str,
         protocol: ClientProtocol,
     ) -> Result<ClientConfig, RegistryError> {
-        let mut certificates = Vec::new();
-        for path in &self.options.ca_files {
-            let pem = std::fs::read(path).map_err(|e| {
-                RegistryError::Setup(format!("reading CA file {}: {e}", path.display()))
-            })?;
-            let blocks = pem_certificates(&pem);
-            if blocks.is_empty() {
-                return Err(RegistryError::Setup(format!(
-                    "CA file {} holds no PEM certificate",
-                    path.display()
-                )));
-            }
-            certificates.extend(blocks.into_iter().map(|data| Certificate {
-                encoding: CertificateEncoding::Pem,
-                data,
-            }));
-        }
+        let certificates = self.ca_certificates()?;
         Ok(ClientConfig {
             protocol,
             extra_root_certificates: certificates,
@@ -344,6 +363,30 @@ impl Registry {
                 }
             }),
         )
+    }
+}
+
+impl Registry {
+    /// Every certificate of the `--registry-ca` files.
+    fn ca_certificates(&self) -> Result<Vec<Certificate>, RegistryError> {
+        let mut certificates = Vec::new();
+        for path in &self.options.ca_files {
+            let pem = std::fs::read(path).map_err(|e| {
+                RegistryError::Setup(format!("reading CA file {}: {e}", path.display()))
+            })?;
+            let blocks = pem_certificates(&pem);
+            if blocks.is_empty() {
+                return Err(RegistryError::Setup(format!(
+                    "CA file {} holds no PEM certificate",
+                    path.display()
+                )));
+            }
+            certificates.extend(blocks.into_iter().map(|data| Certificate {
+                encoding: CertificateEncoding::Pem,
+                data,
+            }));
+        }
+        Ok(certificates)
     }
 }
 

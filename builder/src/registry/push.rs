@@ -19,6 +19,9 @@ use crate::images::human_size;
 use crate::solve::progress;
 use crate::state::State;
 
+/// Repositories tried as mount sources for one blob before uploading it.
+const MOUNT_TRIES: usize = 3;
+
 /// Read size for streaming a blob to the registry.
 const UPLOAD_CHUNK: usize = 1 << 20;
 
@@ -168,17 +171,17 @@ impl Registry {
         name: &ImageName,
         blob: &Descriptor,
     ) -> Result<Option<String>, RegistryError> {
-        let image = reference(name, TagOrDigest::Digest(&blob.digest));
-        for source in state.db.blob_sources(&blob.digest, &name.domain)? {
-            if source == name.path {
-                continue;
-            }
-            let from = Reference::with_tag(name.domain.clone(), source.clone(), "latest".into());
-            let mounted = connection
-                .client
-                .mount_blob(&image, &from, &blob.digest.to_string())
-                .await;
-            if mounted.is_ok() {
+        let sources = state.db.blob_sources(&blob.digest, &name.domain)?;
+        // A few tries: each declined mount may leave an upload session open at the registry.
+        for source in sources
+            .into_iter()
+            .filter(|s| *s != name.path)
+            .take(MOUNT_TRIES)
+        {
+            if self
+                .mount_from(connection, name, &source, &blob.digest)
+                .await
+            {
                 return Ok(Some(source));
             }
         }
