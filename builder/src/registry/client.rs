@@ -297,6 +297,14 @@ impl Registry {
     {
         let mut backoff = FIRST_BACKOFF;
         for n in 1.. {
+            // Ctrl-C: stop between attempts (the build unwinds; nothing half-written stays).
+            if crate::interrupt::interrupted() {
+                return Err(RegistryError::Failed {
+                    target: target.to_string(),
+                    op: op.to_string(),
+                    failure: Failure::Invalid("interrupted".into()),
+                });
+            }
             let failure = match attempt().await {
                 Ok(value) => return Ok(value),
                 Err(failure) => failure,

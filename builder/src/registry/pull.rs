@@ -216,26 +216,61 @@ impl Registry {
                 .pull_blob_stream(&image, digest.as_str())
                 .await
                 .map_err(Failure::from)?;
+            // Hashing and writing run on blocking threads in 1 MiB batches: the downloads
+            // are polled on one thread, which must not wait for the disk.
             let mut writer = state.content.writer().map_err(Failure::from)?;
+            let mut batch = Vec::with_capacity(WRITE_BATCH);
+            let mut received = 0u64;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(stream_failure)?;
-                if writer.written() + chunk.len() as u64 > blob.size {
+                if crate::interrupt::interrupted() {
+                    return Err(Failure::Invalid("interrupted".into()));
+                }
+                received += chunk.len() as u64;
+                if received > blob.size {
                     return Err(Failure::Corrupt(format!(
                         "more than the {} bytes the manifest gives",
                         blob.size
                     )));
                 }
-                writer
-                    .write_all(&chunk)
-                    .map_err(|e| Failure::Invalid(format!("writing to the store: {e}")))?;
+                batch.extend_from_slice(&chunk);
+                if batch.len() >= WRITE_BATCH {
+                    writer = off_thread(move || {
+                        writer.write_all(&batch).map_err(store_write)?;
+                        Ok(writer)
+                    })
+                    .await?;
+                    batch = Vec::with_capacity(WRITE_BATCH);
+                }
             }
-            // fsync of a large blob: let the runtime move other transfers off this thread.
-            tokio::task::block_in_place(|| writer.commit(Some(&blob.digest), Some(blob.size)))
-                .map_err(Failure::from)?;
+            let (digest, size) = (blob.digest, blob.size);
+            off_thread(move || {
+                writer.write_all(&batch).map_err(store_write)?;
+                writer
+                    .commit(Some(&digest), Some(size))
+                    .map_err(Failure::from)
+            })
+            .await?;
             Ok(())
         })
         .await
     }
+}
+
+/// Bytes gathered before a write to the store.
+const WRITE_BATCH: usize = 1 << 20;
+
+/// Runs store I/O on tokio's blocking threads.
+async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Failure::Invalid(format!("writing to the store: {e}")))?
+}
+
+fn store_write(e: std::io::Error) -> Failure {
+    Failure::Invalid(format!("writing to the store: {e}"))
 }
 
 /// oci-client reports a digest mismatch at the end of the stream as an I/O error.

@@ -269,6 +269,10 @@ fn file_stream(
 ) -> impl Stream<Item = Result<Bytes, OciDistributionError>> + Send + 'static {
     let file = tokio::fs::File::from_std(file);
     futures_util::stream::try_unfold(file, |mut file| async move {
+        if crate::interrupt::interrupted() {
+            let stop = std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted");
+            return Err(stop.into());
+        }
         let mut buffer = vec![0u8; UPLOAD_CHUNK];
         let n = file.read(&mut buffer).await?;
         if n == 0 {
