@@ -1,6 +1,8 @@
-//! Choosing one image of an index for a build platform, as containerd's platform matcher does:
+//! Choosing one image of an index for a build platform, as containerd's `platforms.Only` does:
 //! architecture aliases and default variants are normalised before comparing, so an index entry
-//! `linux/arm64` serves `--platform linux/arm64/v8` and `linux/arm` serves `linux/arm/v7`.
+//! `linux/arm64` serves `--platform linux/arm64/v8` and `linux/arm` serves `linux/arm/v7`; when
+//! the exact platform is missing, older compatible ones are taken in order (arm/v7 runs v6 and
+//! v5 images, arm64 runs arm ones, amd64/v3 runs v2 and v1, amd64 runs 386).
 
 use anyhow::Context;
 use rbuild_cache::image::{Descriptor, Index, Platform as ImagePlatform};
@@ -48,12 +50,48 @@ pub fn matches(want: &Platform, have: &ImagePlatform) -> bool {
         )
 }
 
-/// The index entry for `want`; the error lists the platforms the index has.
+/// What `want` runs, best first: itself, then the older variants containerd accepts.
+fn compatible(want: &Platform) -> Vec<(String, String, String)> {
+    let (os, architecture, variant) = normalize(&want.os, &want.architecture, &want.variant);
+    let version = |v: &str| v.strip_prefix('v').and_then(|n| n.parse::<u32>().ok());
+    let mut list = vec![(architecture.clone(), variant.clone())];
+    match architecture.as_str() {
+        "amd64" => {
+            let from = version(&variant).unwrap_or(1);
+            list.extend((2..from).rev().map(|n| ("amd64".into(), format!("v{n}"))));
+            if from > 1 {
+                list.push(("amd64".into(), String::new()));
+            }
+            list.push(("386".into(), String::new()));
+        }
+        "arm" | "arm64" => {
+            let from = version(&variant).unwrap_or(7);
+            if architecture == "arm64" {
+                list.push(("arm".into(), format!("v{from}")));
+            }
+            list.extend((5..from).rev().map(|n| ("arm".into(), format!("v{n}"))));
+        }
+        _ => {}
+    }
+    list.into_iter().map(|(a, v)| (os.clone(), a, v)).collect()
+}
+
+fn normalized(p: &ImagePlatform) -> (String, String, String) {
+    normalize(&p.os, &p.architecture, p.variant.as_deref().unwrap_or(""))
+}
+
+/// The index entry for `want` (or the best compatible one); the error lists the platforms the
+/// index has.
 pub fn select(index: &Index, want: &Platform) -> anyhow::Result<Descriptor> {
-    index
-        .manifests
+    compatible(want)
         .iter()
-        .find(|m| m.platform.as_ref().is_some_and(|p| matches(want, p)))
+        .find_map(|candidate| {
+            index.manifests.iter().find(|m| {
+                m.platform
+                    .as_ref()
+                    .is_some_and(|p| normalized(p) == *candidate)
+            })
+        })
         .cloned()
         .with_context(|| {
             let available: Vec<String> = index
@@ -95,6 +133,55 @@ mod tests {
         assert!(matches(&want("linux/arm/v7"), &have("arm", None)));
         assert!(matches(&want("linux/arm"), &have("arm", Some("v7"))));
         assert!(matches(&want("linux/amd64"), &have("amd64", None)));
+    }
+
+    fn index(platforms: &[(&str, Option<&str>)]) -> Index {
+        let manifests: Vec<serde_json::Value> = platforms
+            .iter()
+            .enumerate()
+            .map(|(i, (arch, variant))| {
+                serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": rbuild_cache::digest::Digest::of(&[i as u8]).to_string(),
+                    "size": 1,
+                    "platform": {"os": "linux", "architecture": arch, "variant": variant},
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({"schemaVersion": 2, "manifests": manifests}))
+            .unwrap()
+    }
+
+    fn chosen(index: &Index, platform: &str) -> Option<String> {
+        select(index, &want(platform))
+            .ok()
+            .and_then(|d| d.platform)
+            .map(|p| p.to_string())
+    }
+
+    #[test]
+    fn the_exact_platform_wins_then_older_compatible_ones() {
+        let all = index(&[("arm", Some("v6")), ("arm", Some("v7")), ("arm64", None)]);
+        assert_eq!(
+            chosen(&all, "linux/arm/v7").as_deref(),
+            Some("linux/arm/v7")
+        );
+        assert_eq!(chosen(&all, "linux/arm64").as_deref(), Some("linux/arm64"));
+        let old = index(&[("arm", Some("v6")), ("386", None)]);
+        assert_eq!(
+            chosen(&old, "linux/arm/v7").as_deref(),
+            Some("linux/arm/v6")
+        );
+        assert_eq!(chosen(&old, "linux/arm64").as_deref(), Some("linux/arm/v6"));
+        assert_eq!(chosen(&old, "linux/amd64").as_deref(), Some("linux/386"));
+        assert_eq!(chosen(&old, "linux/arm/v5"), None);
+        let err = select(&old, &want("linux/s390x")).unwrap_err().to_string();
+        assert!(
+            err.contains("no image for linux/s390x")
+                && err.contains("linux/arm/v6")
+                && err.contains("linux/386"),
+            "{err}"
+        );
     }
 
     #[test]
