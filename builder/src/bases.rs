@@ -102,7 +102,7 @@ impl<'s> StoreBases<'s> {
             }
             let bytes = self.state.content.read(&digest)?;
             return Ok(Some(rbuild_cache::db::ImageRecord {
-                media_type: sniff_media_type(&bytes)?,
+                media_type: media_types::sniff(&bytes)?,
                 digest,
                 size: bytes.len() as u64,
                 created_at: 0,
@@ -206,18 +206,4 @@ impl BaseImages for StoreBases<'_> {
         config.author = base.config.value().author.clone().unwrap_or_default();
         Some(config)
     }
-}
-
-/// A blob named only by digest: an index has `manifests`, a manifest has `config`.
-pub(crate) fn sniff_media_type(bytes: &[u8]) -> anyhow::Result<String> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)?;
-    if let Some(mt) = value.get("mediaType").and_then(|m| m.as_str()) {
-        return Ok(mt.to_string());
-    }
-    Ok(if value.get("manifests").is_some() {
-        media_types::OCI_INDEX
-    } else {
-        media_types::OCI_MANIFEST
-    }
-    .to_string())
 }

@@ -231,9 +231,11 @@ impl Registry {
     fn http_client(&self, host: &str) -> Result<reqwest::Client, RegistryError> {
         let mut certificates = Vec::new();
         for pem in self.ca_certificates()? {
-            certificates.push(reqwest::Certificate::from_pem(&pem.data).map_err(|e| {
-                RegistryError::Setup(format!("a certificate of --registry-ca: {e}"))
-            })?);
+            certificates.push(
+                reqwest::Certificate::from_pem(&pem.data).map_err(|e| {
+                    RegistryError::Setup(format!("a --registry-ca certificate: {e}"))
+                })?,
+            );
         }
         reqwest::Client::builder()
             .tls_certs_merge(certificates)
@@ -379,15 +381,16 @@ impl Registry {
     fn ca_certificates(&self) -> Result<Vec<Certificate>, RegistryError> {
         let mut certificates = Vec::new();
         for path in &self.options.ca_files {
-            let pem = std::fs::read(path).map_err(|e| {
-                RegistryError::Setup(format!("reading CA file {}: {e}", path.display()))
+            let pem = std::fs::read(path).map_err(|e| RegistryError::CaFile {
+                path: path.clone(),
+                message: e.to_string(),
             })?;
             let blocks = pem_certificates(&pem);
             if blocks.is_empty() {
-                return Err(RegistryError::Setup(format!(
-                    "CA file {} holds no PEM certificate",
-                    path.display()
-                )));
+                return Err(RegistryError::CaFile {
+                    path: path.clone(),
+                    message: "no PEM certificate in it".into(),
+                });
             }
             certificates.extend(blocks.into_iter().map(|data| Certificate {
                 encoding: CertificateEncoding::Pem,

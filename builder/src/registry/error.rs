@@ -1,8 +1,11 @@
 //! What went wrong talking to a registry, said with the registry, the repository, the operation
 //! and the HTTP status, and sorted into failures a retry may cure and failures it cannot.
 
+use std::path::PathBuf;
+
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use rbuild_cache::db::DbError;
+use rbuild_cache::digest::Digest;
 use rbuild_cache::store::StoreError;
 
 use super::auth::AuthError;
@@ -22,8 +25,28 @@ pub enum RegistryError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The HTTP client could not be made (runtime, TLS setup).
     #[error("registry client: {0}")]
     Setup(String),
+    #[error("--registry-ca {path}: {message}")]
+    CaFile { path: PathBuf, message: String },
+    /// The image to push lacks content in the store.
+    #[error(
+        "{image} is not complete in the store: {media_type} {digest} is missing (an index \
+         pulled for one platform cannot be pushed whole)"
+    )]
+    Incomplete {
+        image: String,
+        media_type: String,
+        digest: Digest,
+    },
+    /// A stored manifest or index rbuild cannot read.
+    #[error("{image}: manifest {digest}: {message}")]
+    BadManifest {
+        image: String,
+        digest: Digest,
+        message: String,
+    },
 }
 
 impl RegistryError {

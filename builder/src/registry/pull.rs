@@ -183,7 +183,7 @@ impl Registry {
                 .put_verified(digest, Some(bytes.len() as u64), &bytes[..])?;
         }
         let bytes = state.content.read(digest)?;
-        let media_type = crate::bases::sniff_media_type(&bytes)
+        let media_type = media_types::sniff(&bytes)
             .map_err(|e| invalid(name, &format!("read manifest {digest}"), format!("{e:#}")))?;
         if media_types::is_schema1(&media_type) {
             return Err(invalid(

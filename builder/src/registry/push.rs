@@ -206,7 +206,11 @@ impl Registry {
         };
         let bytes = Bytes::from(state.content.read(&manifest.digest)?);
         let content_type = HeaderValue::from_str(&manifest.media_type).map_err(|e| {
-            RegistryError::Setup(format!("media type {:?}: {e}", manifest.media_type))
+            RegistryError::BadManifest {
+                image: name.familiar(),
+                digest: manifest.digest,
+                message: format!("media type {:?}: {e}", manifest.media_type),
+            }
         })?;
         let target = image.whole().to_string();
         self.retry(&target, "push manifest", || async {
@@ -231,6 +235,7 @@ fn contents(
         blobs: Vec::new(),
         manifests: Vec::new(),
     };
+    let image_name = || name.map_or_else(|| top.digest.to_string(), |n| n.familiar());
     let mut seen = BTreeSet::new();
     let mut pending = vec![top.clone()];
     while let Some(d) = pending.pop() {
@@ -238,17 +243,21 @@ fn contents(
             continue;
         }
         if !state.content.contains(&d.digest) {
-            let what = name.map_or_else(|| top.digest.to_string(), |n| n.familiar());
-            return Err(RegistryError::Setup(format!(
-                "{what} is not complete in the store: {} {} is missing (an index pulled for \
-                 one platform cannot be pushed whole)",
-                d.media_type, d.digest
-            )));
+            return Err(RegistryError::Incomplete {
+                image: image_name(),
+                media_type: d.media_type,
+                digest: d.digest,
+            });
         }
         if media_types::is_manifest(&d.media_type) || media_types::is_index(&d.media_type) {
             let bytes = state.content.read(&d.digest)?;
-            let kids = children(&d.media_type, &d.digest, &bytes)
-                .map_err(|e| RegistryError::Setup(format!("reading {}: {e}", d.digest)))?;
+            let kids = children(&d.media_type, &d.digest, &bytes).map_err(|e| {
+                RegistryError::BadManifest {
+                    image: image_name(),
+                    digest: d.digest,
+                    message: e.to_string(),
+                }
+            })?;
             if d.digest != top.digest {
                 contents.manifests.push(d.clone());
             }

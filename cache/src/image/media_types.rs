@@ -80,6 +80,24 @@ pub fn to_oci(media_type: &str) -> &str {
     }
 }
 
+/// The media type of a manifest or index named only by digest (a registry reply, a blob in the
+/// store): its `mediaType`, else what its shape says (OCI made the field optional; Docker schema
+/// 1 never had it).
+pub fn sniff(bytes: &[u8]) -> Result<String, serde_json::Error> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)?;
+    if let Some(media_type) = value.get("mediaType").and_then(|m| m.as_str()) {
+        return Ok(media_type.to_string());
+    }
+    let media_type = if value.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1) {
+        DOCKER_SCHEMA1_MANIFEST
+    } else if value.get("manifests").is_some() {
+        OCI_INDEX
+    } else {
+        OCI_MANIFEST
+    };
+    Ok(media_type.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +129,18 @@ mod tests {
             Some(Compression::Zstd)
         );
         assert_eq!(Compression::Gzip.oci_media_type(), OCI_LAYER_GZIP);
+    }
+
+    #[test]
+    fn sniffing_reads_the_field_or_the_shape() {
+        let sniff = |json: &str| sniff(json.as_bytes()).unwrap();
+        assert_eq!(sniff(r#"{"mediaType":"x/y","manifests":[]}"#), "x/y");
+        assert_eq!(sniff(r#"{"schemaVersion":2,"manifests":[]}"#), OCI_INDEX);
+        assert_eq!(sniff(r#"{"schemaVersion":2,"config":{}}"#), OCI_MANIFEST);
+        assert_eq!(
+            sniff(r#"{"schemaVersion":1,"fsLayers":[]}"#),
+            DOCKER_SCHEMA1_MANIFEST
+        );
+        assert!(super::sniff(b"not json").is_err());
     }
 }
