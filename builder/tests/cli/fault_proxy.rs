@@ -34,6 +34,9 @@ pub enum Fault {
     TooManyRequests { retry_after_secs: u64 },
     /// Forward, then invert one byte in the middle of the response body (Content-Length kept).
     FlipByte,
+    /// Forward, then remove the `Location` header from the response (as Amazon ECR answered
+    /// manifest PUTs).
+    StripLocation,
 }
 
 /// One request the proxy saw, in the order the responses were decided.
@@ -447,6 +450,9 @@ fn serve_connection(client: TcpStream, shared: &Shared) -> io::Result<()> {
         let mut out = format!("{}\r\n", response.start);
         for (name, value) in &response.headers {
             if is_hop_by_hop(name) || (!bodiless && name.eq_ignore_ascii_case("content-length")) {
+                continue;
+            }
+            if fault == Some(Fault::StripLocation) && name.eq_ignore_ascii_case("location") {
                 continue;
             }
             out.push_str(&format!("{name}: {value}\r\n"));

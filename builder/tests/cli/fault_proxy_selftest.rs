@@ -291,6 +291,30 @@ fn drops_and_corrupts_responses() {
 }
 
 #[test]
+fn strips_the_location_header_and_keeps_the_rest() {
+    let Some((_registry, proxy)) = proxied() else {
+        return;
+    };
+    proxy.add_fault("POST", "/blobs/uploads/", Fault::StripLocation, 1);
+    let mut client = Client::connect(&proxy.host());
+    for expect_location in [false, true] {
+        client.send(
+            "POST",
+            "/v2/self/blobs/uploads/",
+            &["Content-Length: 0"],
+            b"",
+        );
+        let (status, head, _) = client.response(false).unwrap();
+        assert_eq!(status, 202);
+        assert_eq!(head.header("location").is_some(), expect_location);
+        assert!(head.header("docker-upload-uuid").is_some());
+    }
+    let faults: Vec<Option<Fault>> = proxy.requests().iter().map(|e| e.fault).collect();
+    assert_eq!(faults, [Some(Fault::StripLocation), None]);
+    assert!(proxy.unused_faults().is_empty());
+}
+
+#[test]
 fn carries_a_skopeo_push_and_pull() {
     let Some((registry, proxy)) = proxied() else {
         return;

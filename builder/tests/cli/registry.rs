@@ -138,7 +138,7 @@ pub(crate) fn ok(out: Output) -> Output {
 }
 
 /// Incompressible bytes (xorshift) from `seed`.
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+pub(crate) fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
@@ -181,7 +181,7 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
 }
 
 /// The `sha256:…` digests of a manifest's config and layers.
-fn manifest_blobs(manifest: &serde_json::Value) -> BTreeSet<String> {
+pub(crate) fn manifest_blobs(manifest: &serde_json::Value) -> BTreeSet<String> {
     let mut blobs: BTreeSet<String> = manifest["layers"]
         .as_array()
         .unwrap()
@@ -193,7 +193,7 @@ fn manifest_blobs(manifest: &serde_json::Value) -> BTreeSet<String> {
 }
 
 /// The digest a blob upload request names in its `digest=` query parameter.
-fn uploaded_digest(exchange: &Exchange) -> String {
+pub(crate) fn uploaded_digest(exchange: &Exchange) -> String {
     let re = regex::Regex::new(r"(?:^|&)digest=sha256(?::|%3[Aa])([0-9a-f]{64})").unwrap();
     let caps = re
         .captures(&exchange.query)
@@ -211,7 +211,7 @@ fn upload_counts(proxy: &FaultProxy) -> BTreeMap<String, usize> {
 }
 
 /// Asserts every blob file in the store of `root` has the digest its name says.
-fn assert_store_sound(root: &Path) {
+pub(crate) fn assert_store_sound(root: &Path) {
     for (name, actual) in store_blobs(root) {
         assert_eq!(
             name,
@@ -605,7 +605,7 @@ fn a_multi_platform_index_in_the_registry_gives_each_platform_its_base() {
 
 /// A context `name` of three COPY layers, each a 1 MiB random file (`fI.bin`, its bytes from
 /// `seeds[I]`).
-fn three_layer_context(ws: &Workspace, name: &str, seeds: [u64; 3]) -> PathBuf {
+pub(crate) fn three_layer_context(ws: &Workspace, name: &str, seeds: [u64; 3]) -> PathBuf {
     let files: Vec<(String, Vec<u8>)> = seeds
         .iter()
         .enumerate()
