@@ -47,6 +47,11 @@ pub(crate) fn options(
     upper: Option<(&Path, &Path)>,
     layers: &LayerStore,
 ) -> Result<CString, SnapshotError> {
+    // A layer listed twice in an image (it happens) is one directory, and overlayfs refuses a
+    // lowerdir given twice (ELOOP). Keeping only its uppermost place shows the same tree: that
+    // copy's files, whiteouts and opaque markers already cover what the lower copy would.
+    let mut seen = std::collections::HashSet::new();
+    let lowers: Vec<&Path> = lowers.iter().copied().filter(|l| seen.insert(*l)).collect();
     let build = |short: bool| -> Result<String, SnapshotError> {
         let mut s = String::from("lowerdir=");
         for (i, lower) in lowers.iter().enumerate() {

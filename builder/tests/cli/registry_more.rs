@@ -217,7 +217,6 @@ fn a_push_mounts_the_layers_of_a_sibling_repository() {
 }
 
 #[test]
-#[ignore = "awaiting two-scope mount tokens"]
 fn a_push_with_token_auth_mounts_with_a_token_for_both_repositories() {
     const USER: &str = "mounter";
     const PASSWORD: &str = "mount-Pw17";
@@ -664,7 +663,6 @@ fn a_layer_listed_twice_is_fetched_once() {
 }
 
 #[test]
-#[ignore = "rbuild bug: a base listing one layer twice gets the same overlay lowerdir twice (ELOOP)"]
 fn a_base_listing_a_layer_twice_builds() {
     let Some(registry) = TestRegistry::plain() else {
         return;
