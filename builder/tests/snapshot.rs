@@ -347,11 +347,23 @@ fn many_layers_fit_the_mount_options() {
         drop(view);
         assert_clean(state.path());
     }
-    // Far too many: a clear error, nothing left mounted.
+    // One layer listed many times is one lowerdir (overlay refuses repeats).
     let state = tempfile::tempdir().unwrap();
     let snaps = Snapshots::open(state.path(), SnapshotterKind::Overlay).unwrap();
-    let l = layer(&snaps, Vec::new());
-    let err = snaps.prepare(&vec![l; 200]).err().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    write(&src.path().join("same"), "x");
+    let same = layer(&snaps, adds(src.path(), &["same"]));
+    let active = snaps.prepare(&vec![same; 200]).unwrap();
+    assert!(active.root().join("same").exists());
+    active.discard().unwrap();
+    // Far too many distinct layers: a clear error, nothing left mounted.
+    let mut many = Vec::new();
+    for i in 0..200 {
+        let dir = src.path().join(i.to_string());
+        write(&dir.join("f"), &i.to_string());
+        many.push(layer(&snaps, adds(&dir, &["f"])));
+    }
+    let err = snaps.prepare(&many).err().unwrap();
     assert!(matches!(err, SnapshotError::TooManyLayers { .. }), "{err}");
     assert_clean(state.path());
 }
