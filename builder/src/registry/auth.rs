@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use super::credhelper::Helper;
 
 /// The key docker uses for Docker Hub in config.json and with helpers.
-pub const INDEX_SERVER: &str = "https://index.docker.io/v1/";
+pub(crate) const INDEX_SERVER: &str = "https://index.docker.io/v1/";
 
 /// A user's credentials for one registry.
 #[derive(Clone, PartialEq, Eq)]
@@ -144,7 +144,8 @@ impl DockerConfig {
     }
 
     /// Looks for `docker-credential-*` programs in `dir` before PATH.
-    pub fn with_helper_dir(mut self, dir: PathBuf) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_helper_dir(mut self, dir: PathBuf) -> Self {
         self.helper_dir = Some(dir);
         self
     }
@@ -368,7 +369,7 @@ impl DockerConfig {
 
 /// The key docker uses in config.json and with helpers: [`INDEX_SERVER`] for Docker Hub
 /// ("docker.io", "index.docker.io"), else the host itself ("ghcr.io", "127.0.0.1:5000").
-pub fn server_key(registry: &str) -> String {
+pub(crate) fn server_key(registry: &str) -> String {
     let host = convert_to_hostname(registry);
     match host.as_str() {
         "docker.io" | "index.docker.io" => INDEX_SERVER.to_string(),
@@ -378,7 +379,7 @@ pub fn server_key(registry: &str) -> String {
 
 /// docker's ConvertToHostname: the `host[:port]` of a URL ("https://host:5000/v2/" →
 /// "host:5000"), else everything before the first `/`.
-pub fn convert_to_hostname(address: &str) -> String {
+pub(crate) fn convert_to_hostname(address: &str) -> String {
     if let Some((_, rest)) = address.split_once("://") {
         if let Some(host) = url_host(rest) {
             return host;

@@ -66,61 +66,86 @@ impl Registry {
             let top = self
                 .fetch_manifest(&connection, state, name, &top_digest)
                 .await?;
-            let manifest = if media_types::is_index(&top.media_type) {
-                let index: Blob<Index> = parse(name, &top, state.content.read(&top.digest)?)?;
-                let chosen = crate::platforms::select(index.value(), platform)
-                    .map_err(|e| invalid(name, "choose platform", format!("{e:#}")))?;
-                self.fetch_manifest(&connection, state, name, &chosen.digest)
-                    .await?
-            } else {
-                top.clone()
-            };
-            if !media_types::is_manifest(&manifest.media_type) {
-                return Err(invalid(
-                    name,
-                    "read manifest",
-                    format!(
-                        "{} is a {}, not an image manifest",
-                        manifest.digest, manifest.media_type
-                    ),
-                ));
-            }
+            let manifest = self
+                .platform_manifest(&connection, state, name, &top, platform)
+                .await?;
             let bytes = state.content.read(&manifest.digest)?;
             let blobs = children(&manifest.media_type, &manifest.digest, &bytes)
                 .map_err(|e| invalid(name, "read manifest", e.to_string()))?;
-
-            // A layer listed twice is fetched once.
-            let mut seen = std::collections::BTreeSet::new();
-            let missing: Vec<&Descriptor> = blobs
-                .iter()
-                .filter(|b| seen.insert(b.digest) && !state.content.contains(&b.digest))
-                .collect();
-            let bytes: u64 = missing.iter().map(|b| b.size).sum();
-            futures_util::stream::iter(
-                missing
-                    .iter()
-                    .map(|blob| self.fetch_blob(&connection, state, name, blob)),
-            )
-            .buffer_unordered(self.options.max_concurrent_downloads.max(1))
-            .try_collect::<Vec<()>>()
-            .await?;
+            let fetched = self.fetch_blobs(&connection, state, name, &blobs).await?;
             for d in blobs.iter().chain([&manifest, &top]) {
                 state
                     .db
                     .add_blob_source(&d.digest, &name.domain, &name.path)?;
             }
-            if !missing.is_empty() {
+            if fetched.0 > 0 {
                 progress(format_args!(
                     "pulled {} ({} blobs, {}) in {:.1}s",
                     name.familiar(),
-                    missing.len(),
-                    human_size(bytes),
+                    fetched.0,
+                    human_size(fetched.1),
                     started.elapsed().as_secs_f64()
                 ));
             }
             self.record_pull(state, name, &top)?;
             Ok(top)
         })
+    }
+
+    /// The image manifest for `platform`: `top` itself, or its index's entry for the platform.
+    async fn platform_manifest(
+        &self,
+        connection: &Connection,
+        state: &State,
+        name: &ImageName,
+        top: &Descriptor,
+        platform: &Platform,
+    ) -> Result<Descriptor, RegistryError> {
+        let manifest = if media_types::is_index(&top.media_type) {
+            let index: Blob<Index> = parse(name, top, state.content.read(&top.digest)?)?;
+            let chosen = crate::platforms::select(index.value(), platform)
+                .map_err(|e| invalid(name, "choose platform", format!("{e:#}")))?;
+            self.fetch_manifest(connection, state, name, &chosen.digest)
+                .await?
+        } else {
+            top.clone()
+        };
+        if !media_types::is_manifest(&manifest.media_type) {
+            return Err(invalid(
+                name,
+                "read manifest",
+                format!(
+                    "{} is a {}, not an image manifest",
+                    manifest.digest, manifest.media_type
+                ),
+            ));
+        }
+        Ok(manifest)
+    }
+
+    /// Fetches the blobs the store lacks, several at a time (a layer listed twice once).
+    /// Returns how many and how many bytes.
+    async fn fetch_blobs(
+        &self,
+        connection: &Connection,
+        state: &State,
+        name: &ImageName,
+        blobs: &[Descriptor],
+    ) -> Result<(usize, u64), RegistryError> {
+        let mut seen = std::collections::BTreeSet::new();
+        let missing: Vec<&Descriptor> = blobs
+            .iter()
+            .filter(|b| seen.insert(b.digest) && !state.content.contains(&b.digest))
+            .collect();
+        futures_util::stream::iter(
+            missing
+                .iter()
+                .map(|blob| self.fetch_blob(connection, state, name, blob)),
+        )
+        .buffer_unordered(self.options.max_concurrent_downloads.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+        Ok((missing.len(), missing.iter().map(|b| b.size).sum()))
     }
 
     /// Remembers the pulled name, so `rbuild images` lists it and later builds re-resolve it.
