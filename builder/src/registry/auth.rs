@@ -582,6 +582,28 @@ mod tests {
         }
     }
 
+    fn identity_token(username: impl Into<String>, token: impl Into<String>) -> Credentials {
+        Credentials::IdentityToken {
+            username: username.into(),
+            token: token.into(),
+        }
+    }
+
+    /// Asserts `config` gives `host` the basic credentials `username` and `password`.
+    #[track_caller]
+    fn assert_basic(config: &DockerConfig, host: &str, username: &str, password: &str) {
+        assert_eq!(
+            config.credentials(host).unwrap(),
+            Some(basic(username, password))
+        );
+    }
+
+    /// Asserts `config` has no credentials for `host`.
+    #[track_caller]
+    fn assert_no_credentials(config: &DockerConfig, host: &str) {
+        assert_eq!(config.credentials(host).unwrap(), None);
+    }
+
     /// A config dir holding `json` as config.json.
     fn config_with(json: &str) -> (tempfile::TempDir, DockerConfig) {
         let dir = tempfile::tempdir().unwrap();
@@ -654,7 +676,7 @@ exit 1
             config_with(r#"{"auths":{"ghcr.io":{"auth":"YWxpY2U6czNjcjpldA=="}}}"#);
         let creds = config.credentials("ghcr.io").unwrap();
         assert_eq!(creds, Some(basic("alice", "s3cr:et")));
-        assert_eq!(config.credentials("quay.io").unwrap(), None);
+        assert_no_credentials(&config, "quay.io");
     }
 
     #[test]
@@ -664,20 +686,11 @@ exit 1
                  "a.io":{"username":"x","password":"y","auth":"Ym9iOnB3"},
                  "b.io":{"Username":"carol","Password":"pw2"}}}"#,
         );
-        assert_eq!(
-            config.credentials("quay.io").unwrap(),
-            Some(basic("bob", "pw"))
-        );
+        assert_basic(&config, "quay.io", "bob", "pw");
         // `auth` wins over the fields, as in docker.
-        assert_eq!(
-            config.credentials("a.io").unwrap(),
-            Some(basic("bob", "pw"))
-        );
+        assert_basic(&config, "a.io", "bob", "pw");
         // Go matches struct fields whatever their case.
-        assert_eq!(
-            config.credentials("b.io").unwrap(),
-            Some(basic("carol", "pw2"))
-        );
+        assert_basic(&config, "b.io", "carol", "pw2");
     }
 
     #[test]
@@ -687,25 +700,22 @@ exit 1
         );
         assert_eq!(
             config.credentials("ghcr.io").unwrap(),
-            Some(Credentials::IdentityToken {
-                username: "alice".into(),
-                token: "refresh-tok".into()
-            })
+            Some(identity_token("alice", "refresh-tok"))
         );
     }
 
     #[test]
     fn empty_entry_and_missing_file_are_no_credentials() {
         let (_dir, config) = config_with(r#"{"auths":{"ghcr.io":{},"quay.io":null}}"#);
-        assert_eq!(config.credentials("ghcr.io").unwrap(), None);
-        assert_eq!(config.credentials("quay.io").unwrap(), None);
+        assert_no_credentials(&config, "ghcr.io");
+        assert_no_credentials(&config, "quay.io");
 
         let dir = tempfile::tempdir().unwrap();
         let config = DockerConfig::load_from(&dir.path().join("nowhere")).unwrap();
         assert_eq!(config.path(), dir.path().join("nowhere/config.json"));
-        assert_eq!(config.credentials("ghcr.io").unwrap(), None);
+        assert_no_credentials(&config, "ghcr.io");
         let (_dir, config) = config_with("\n");
-        assert_eq!(config.credentials("ghcr.io").unwrap(), None);
+        assert_no_credentials(&config, "ghcr.io");
     }
 
     #[test]
@@ -718,26 +728,14 @@ exit 1
                 "https://quay.io":{"auth":"dTQ6cDQ="},
                 "quay.io":{"auth":"dTU6cDU="}}}"#,
         );
-        assert_eq!(
-            config.credentials("127.0.0.1:5000").unwrap(),
-            Some(basic("u1", "p1"))
-        );
-        assert_eq!(
-            config.credentials("localhost:5000").unwrap(),
-            Some(basic("u2", "p2"))
-        );
-        assert_eq!(
-            config.credentials("registry.example").unwrap(),
-            Some(basic("u3", "p3"))
-        );
+        assert_basic(&config, "127.0.0.1:5000", "u1", "p1");
+        assert_basic(&config, "localhost:5000", "u2", "p2");
+        assert_basic(&config, "registry.example", "u3", "p3");
         // The exact key comes first.
-        assert_eq!(
-            config.credentials("quay.io").unwrap(),
-            Some(basic("u5", "p5"))
-        );
+        assert_basic(&config, "quay.io", "u5", "p5");
         // Another port is another registry.
-        assert_eq!(config.credentials("127.0.0.1:5001").unwrap(), None);
-        assert_eq!(config.credentials("localhost").unwrap(), None);
+        assert_no_credentials(&config, "127.0.0.1:5001");
+        assert_no_credentials(&config, "localhost");
     }
 
     #[test]
@@ -748,13 +746,10 @@ exit 1
         assert_eq!(server_key("127.0.0.1:5000"), "127.0.0.1:5000");
         let (_dir, config) =
             config_with(r#"{"auths":{"https://index.docker.io/v1/":{"auth":"aHViOnB3"}}}"#);
-        assert_eq!(
-            config.credentials("docker.io").unwrap(),
-            Some(basic("hub", "pw"))
-        );
+        assert_basic(&config, "docker.io", "hub", "pw");
         // A plain "docker.io" key is not docker's and docker would not read it.
         let (_dir, config) = config_with(r#"{"auths":{"docker.io":{"auth":"aHViOnB3"}}}"#);
-        assert_eq!(config.credentials("docker.io").unwrap(), None);
+        assert_no_credentials(&config, "docker.io");
     }
 
     #[test]
@@ -782,10 +777,7 @@ exit 1
                 "proxies":{"default":{"httpProxy":"http://proxy:3128"}}}"#,
         );
         config.store("ghcr.io", &basic("alice", "pw:1")).unwrap();
-        let token = Credentials::IdentityToken {
-            username: "bob".into(),
-            token: "tok".into(),
-        };
+        let token = identity_token("bob", "tok");
         config.store("docker.io", &token).unwrap();
 
         let written = file_json(&config);
@@ -809,15 +801,9 @@ exit 1
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
 
         let reread = DockerConfig::load_from(dir.path()).unwrap();
-        assert_eq!(
-            reread.credentials("ghcr.io").unwrap(),
-            Some(basic("alice", "pw:1"))
-        );
+        assert_basic(&reread, "ghcr.io", "alice", "pw:1");
         assert_eq!(reread.credentials("docker.io").unwrap(), Some(token));
-        assert_eq!(
-            reread.credentials("quay.io").unwrap(),
-            Some(basic("u5", "p5"))
-        );
+        assert_basic(&reread, "quay.io", "u5", "p5");
     }
 
     #[test]
@@ -869,7 +855,7 @@ exit 1
                 "quay.io":{"auth":"YTpi"}},"psFormat":"table"}"#,
         );
         assert!(config.erase("ghcr.io").unwrap());
-        assert_eq!(config.credentials("ghcr.io").unwrap(), None);
+        assert_no_credentials(&config, "ghcr.io");
         assert!(!config.erase("ghcr.io").unwrap());
         let written = file_json(&config);
         assert_eq!(written["psFormat"], "table");
@@ -881,10 +867,7 @@ exit 1
             .collect();
         assert_eq!(keys, ["quay.io"]);
         let reread = DockerConfig::load_from(dir.path()).unwrap();
-        assert_eq!(
-            reread.credentials("quay.io").unwrap(),
-            Some(basic("a", "b"))
-        );
+        assert_basic(&reread, "quay.io", "a", "b");
         // Nothing to remove writes nothing.
         let empty = tempfile::tempdir().unwrap();
         let mut config = DockerConfig::load_from(empty.path()).unwrap();
@@ -936,10 +919,7 @@ exit 1
         let shown = format!(
             "{:?} {:?}",
             basic("alice", "hunter2"),
-            Credentials::IdentityToken {
-                username: "bob".into(),
-                token: "tok-xyz".into()
-            }
+            identity_token("bob", "tok-xyz")
         );
         assert!(shown.contains("alice") && shown.contains("bob"), "{shown}");
         assert!(
@@ -958,13 +938,10 @@ exit 1
         );
         write_helper(helpers.path(), "fake");
         // With a helper, a plain auths entry is not read: the helper holds nothing yet.
-        assert_eq!(config.credentials("ghcr.io").unwrap(), None);
+        assert_no_credentials(&config, "ghcr.io");
 
         config.store("ghcr.io", &basic("alice", "s3cret")).unwrap();
-        let token = Credentials::IdentityToken {
-            username: String::new(),
-            token: "refresh".into(),
-        };
+        let token = identity_token("", "refresh");
         config.store("docker.io", &token).unwrap();
         let text = fs::read_to_string(config.path()).unwrap();
         assert!(
@@ -979,10 +956,7 @@ exit 1
         let reread = DockerConfig::load_from(dir.path())
             .unwrap()
             .with_helper_dir(helpers.path().to_path_buf());
-        assert_eq!(
-            reread.credentials("ghcr.io").unwrap(),
-            Some(basic("alice", "s3cret"))
-        );
+        assert_basic(&reread, "ghcr.io", "alice", "s3cret");
         assert_eq!(reread.credentials("docker.io").unwrap(), Some(token));
         let calls = helper_calls(helpers.path(), "fake");
         assert!(
@@ -992,7 +966,7 @@ exit 1
         assert!(calls.contains(&format!("get {INDEX_SERVER}")), "{calls:?}");
 
         assert!(config.erase("ghcr.io").unwrap());
-        assert_eq!(config.credentials("ghcr.io").unwrap(), None);
+        assert_no_credentials(&config, "ghcr.io");
         assert!(file_json(&config)["auths"].get("ghcr.io").is_none());
         assert!(!config.erase("ghcr.io").unwrap());
     }
@@ -1017,18 +991,9 @@ exit 1
             ["store localhost:5000"]
         );
         assert_eq!(file_json(&config)["auths"]["quay.io"]["auth"], "Yzpk");
-        assert_eq!(
-            config.credentials("ghcr.io").unwrap(),
-            Some(basic("a", "special-pw"))
-        );
-        assert_eq!(
-            config.credentials("localhost:5000").unwrap(),
-            Some(basic("b", "general-pw"))
-        );
-        assert_eq!(
-            config.credentials("quay.io").unwrap(),
-            Some(basic("c", "d"))
-        );
+        assert_basic(&config, "ghcr.io", "a", "special-pw");
+        assert_basic(&config, "localhost:5000", "b", "general-pw");
+        assert_basic(&config, "quay.io", "c", "d");
     }
 
     #[test]

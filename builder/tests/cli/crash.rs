@@ -15,19 +15,7 @@ use rbuild_cache::image::{
 use rbuild_cache::layer::{write_layer, ChangeSet, Compression, LayerOptions};
 use tempfile::TempDir;
 
-/// Incompressible bytes (xorshift), so the archive is big and loading it takes a while.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+use crate::util::xorshift_bytes;
 
 /// An OCI tar of an image with three 24 MiB uncompressed layers.
 fn big_archive(dir: &Path) -> std::path::PathBuf {
@@ -36,7 +24,11 @@ fn big_archive(dir: &Path) -> std::path::PathBuf {
     for i in 0..3u64 {
         let tree = dir.join(format!("tree{i}"));
         fs::create_dir_all(&tree).unwrap();
-        fs::write(tree.join(format!("noise{i}")), noise(i + 1, 24 << 20)).unwrap();
+        fs::write(
+            tree.join(format!("noise{i}")),
+            xorshift_bytes(i + 1, 24 << 20),
+        )
+        .unwrap();
         let mut out = Vec::new();
         let options = LayerOptions {
             compression: Compression::None,

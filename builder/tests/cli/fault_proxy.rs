@@ -101,7 +101,6 @@ struct Shared {
     upstream: String,
     rules: Mutex<Vec<Rule>>,
     log: Mutex<Vec<Exchange>>,
-    stop: AtomicBool,
 }
 
 impl Shared {
@@ -134,9 +133,8 @@ impl Shared {
 
 /// A running proxy; stops accepting connections when dropped.
 pub struct FaultProxy {
-    addr: SocketAddr,
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
+    acceptor: Acceptor,
 }
 
 impl FaultProxy {
@@ -147,38 +145,21 @@ impl FaultProxy {
 
     /// A proxy on a free port of the local address `ip`.
     pub fn start_on(ip: std::net::IpAddr, upstream: &str) -> FaultProxy {
-        let listener = TcpListener::bind((ip, 0)).unwrap();
-        let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             upstream: upstream.to_string(),
             rules: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
-            stop: AtomicBool::new(false),
         });
-        let for_acceptor = shared.clone();
-        let acceptor = std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if for_acceptor.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(client) = client else { continue };
-                let shared = for_acceptor.clone();
-                std::thread::spawn(move || {
-                    // An error ends this connection only: the client sees it closed.
-                    let _ = serve_connection(client, &shared);
-                });
-            }
+        let for_connections = shared.clone();
+        let acceptor = Acceptor::start(TcpListener::bind((ip, 0)).unwrap(), move |client| {
+            serve_connection(client, &for_connections)
         });
-        FaultProxy {
-            addr,
-            shared,
-            acceptor: Some(acceptor),
-        }
+        FaultProxy { shared, acceptor }
     }
 
     /// `127.0.0.1:PORT` of the proxy, to use in image names.
     pub fn host(&self) -> String {
-        self.addr.to_string()
+        self.acceptor.addr().to_string()
     }
 
     /// Applies `fault` to the next `times` requests whose method matches `method` (a regex
@@ -267,17 +248,79 @@ impl FaultProxy {
     pub fn log_text(&self) -> String {
         self.requests().iter().map(|e| e.line() + "\n").collect()
     }
+
+    /// Asserts every rule fired as often as it was told to: a test whose faults never fired
+    /// proved nothing.
+    #[track_caller]
+    pub fn assert_faults_all_fired(&self) {
+        assert!(
+            self.unused_faults().is_empty(),
+            "{:?}",
+            self.unused_faults()
+        );
+    }
 }
 
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake the acceptor so it sees the flag.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
+/// A listener's accept loop on a thread of its own, serving each connection on a thread of
+/// its own; it stops accepting when dropped.
+pub struct Acceptor {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Acceptor {
+    /// Accepts on `listener`, handing each client to `serve`. An error `serve` returns ends
+    /// that connection only: the client sees it closed.
+    pub fn start<F>(listener: TcpListener, serve: F) -> Acceptor
+    where
+        F: Fn(TcpStream) -> io::Result<()> + Send + Sync + 'static,
+    {
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let serve = Arc::new(serve);
+        let thread = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let serve = serve.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(client);
+                });
+            }
+        });
+        Acceptor {
+            addr,
+            stop,
+            thread: Some(thread),
         }
     }
+
+    /// The address the listener is bound to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A client connection as a buffered reader and a writer, reads timing out after 120 s.
+pub fn split_connection(client: TcpStream) -> io::Result<(BufReader<TcpStream>, TcpStream)> {
+    client.set_read_timeout(Some(Duration::from_secs(120)))?;
+    client.set_nodelay(true)?;
+    Ok((BufReader::new(client.try_clone()?), client))
 }
 
 /// The start line and headers of a request or a response.
@@ -346,10 +389,7 @@ fn is_hop_by_hop(name: &str) -> bool {
 /// Serves one client connection until it closes, a request asks to close, or a fault drops
 /// it.
 fn serve_connection(client: TcpStream, shared: &Shared) -> io::Result<()> {
-    client.set_read_timeout(Some(Duration::from_secs(120)))?;
-    client.set_nodelay(true)?;
-    let mut reader = BufReader::new(client.try_clone()?);
-    let mut writer = client;
+    let (mut reader, mut writer) = split_connection(client)?;
     loop {
         // A TLS handshake (a client trying HTTPS first) gets an answer at once, as from Go's
         // server, rather than a wait for a line end that never comes.

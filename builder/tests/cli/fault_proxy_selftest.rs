@@ -10,7 +10,8 @@ use tempfile::TempDir;
 
 use crate::fault_proxy::{max_in_flight, read_body, read_head, status_of, Fault, FaultProxy, Head};
 use crate::registry_fixture::{
-    have_tools, oci_layout_manifest_digest, read_blob, sha256, small_oci_layout, TestRegistry,
+    have_tools, oci_layout_manifest_digest, read_blob, sha256, small_oci_layout, with_digest_query,
+    TestRegistry,
 };
 
 /// A registry and a proxy in front of it, or `None` when the tools are missing (outside CI).
@@ -63,6 +64,16 @@ impl Client {
             read_body(&mut self.reader, &head, false)?
         };
         Ok((status, head, body))
+    }
+
+    /// Opens a blob upload to `repo` (a POST without a body), which must answer 202; returns
+    /// the response's head.
+    fn start_upload(&mut self, repo: &str) -> Head {
+        let target = format!("/v2/{repo}/blobs/uploads/");
+        self.send("POST", &target, &["Content-Length: 0"], b"");
+        let (status, head, _) = self.response(false).unwrap();
+        assert_eq!(status, 202);
+        head
     }
 }
 
@@ -167,14 +178,7 @@ fn forwards_chunked_and_sized_upload_bodies_and_keeps_the_host() {
         return;
     };
     let mut client = Client::connect(&proxy.host());
-    client.send(
-        "POST",
-        "/v2/self/blobs/uploads/",
-        &["Content-Length: 0"],
-        b"",
-    );
-    let (status, head, _) = client.response(false).unwrap();
-    assert_eq!(status, 202);
+    let head = client.start_upload("self");
     let location = head.header("location").unwrap().to_string();
     // distribution builds the URL from the Host header the proxy passed on.
     let target = location
@@ -199,10 +203,9 @@ fn forwards_chunked_and_sized_upload_bodies_and_keeps_the_host() {
         .trim_start_matches("http://proxy.test")
         .to_string();
     let digest = sha256(b"hello world");
-    let separator = if target.contains('?') { '&' } else { '?' };
     client.send(
         "PUT",
-        &format!("{target}{separator}digest={digest}"),
+        &with_digest_query(&target, &digest),
         &["Content-Length: 2", "Expect: 100-continue"],
         b"",
     );
@@ -239,20 +242,12 @@ fn drops_and_corrupts_responses() {
     let digest = sha256(&blob);
     // Straight to the registry: POST opens the upload, one PUT sends the whole blob.
     let mut client = Client::connect(&registry.host());
-    client.send(
-        "POST",
-        "/v2/self/blobs/uploads/",
-        &["Content-Length: 0"],
-        b"",
-    );
-    let (status, head, _) = client.response(false).unwrap();
-    assert_eq!(status, 202);
+    let head = client.start_upload("self");
     let location = head.header("location").unwrap();
     let target = location.trim_start_matches(&format!("http://{}", registry.host()));
-    let separator = if target.contains('?') { '&' } else { '?' };
     client.send(
         "PUT",
-        &format!("{target}{separator}digest={digest}"),
+        &with_digest_query(target, &digest),
         &["Content-Length: 1000"],
         &blob,
     );
@@ -298,14 +293,7 @@ fn strips_the_location_header_and_keeps_the_rest() {
     proxy.add_fault("POST", "/blobs/uploads/", Fault::StripLocation, 1);
     let mut client = Client::connect(&proxy.host());
     for expect_location in [false, true] {
-        client.send(
-            "POST",
-            "/v2/self/blobs/uploads/",
-            &["Content-Length: 0"],
-            b"",
-        );
-        let (status, head, _) = client.response(false).unwrap();
-        assert_eq!(status, 202);
+        let head = client.start_upload("self");
         assert_eq!(head.header("location").is_some(), expect_location);
         assert!(head.header("docker-upload-uuid").is_some());
     }
@@ -408,11 +396,7 @@ fn carries_a_skopeo_push_and_pull() {
         String::from_utf8_lossy(&push.stderr),
         proxy.log_text()
     );
-    assert!(
-        proxy.unused_faults().is_empty(),
-        "{:?}",
-        proxy.unused_faults()
-    );
+    proxy.assert_faults_all_fired();
     assert_eq!(
         registry.manifest_digest("x:2"),
         oci_layout_manifest_digest(&layout2, "2")
@@ -500,8 +484,7 @@ fn overlapping_requests_show_as_in_flight_together() {
     // Time for the proxy to read A's head, which starts A's exchange.
     std::thread::sleep(Duration::from_millis(200));
     let mut b = Client::connect(&proxy.host());
-    b.send("POST", "/v2/b/blobs/uploads/", &["Content-Length: 0"], b"");
-    assert_eq!(b.response(false).unwrap().0, 202);
+    b.start_upload("b");
     a.writer.write_all(b"cd").unwrap();
     assert_eq!(a.response(false).unwrap().0, 202);
     let both = proxy.requests();

@@ -11,6 +11,7 @@ mod images;
 mod registry;
 mod registry_auth;
 mod registry_fixture;
+mod registry_harness;
 mod registry_more;
 mod run;
 mod token_server;

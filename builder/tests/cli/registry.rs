@@ -11,145 +11,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use tempfile::TempDir;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 
-use crate::fault_proxy::{max_in_flight, Exchange, Fault, FaultProxy};
+use crate::fault_proxy::{max_in_flight, Fault, FaultProxy};
 use crate::registry_fixture::{
     checked, have_tools, host_arch, oci_layout_config, oci_layout_manifest,
-    oci_layout_manifest_digest, sha256, sha256_hex, store_blobs, umoci_unpack, write_file,
+    oci_layout_manifest_digest, other_arch, sha256_hex, store_blobs, umoci_unpack, write_file,
     TestRegistry,
 };
-use crate::util::{can_run_containers, rbuild, run, Output};
-
-/// A test's directory: state roots, contexts, outputs and a docker config dir of its own.
-pub(crate) struct Workspace {
-    dir: TempDir,
-}
-
-impl Workspace {
-    pub(crate) fn new() -> Workspace {
-        Workspace {
-            dir: TempDir::new().unwrap(),
-        }
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// rbuild on the state root `root` (a directory name in the workspace), with
-    /// `DOCKER_CONFIG` in the workspace and nothing from the caller's environment that
-    /// changes how registries are reached.
-    pub(crate) fn rbuild_on(&self, root: &str) -> assert_cmd::Command {
-        let mut cmd = rbuild(self.path());
-        cmd.env("RBUILD_ROOT", self.path().join(root))
-            .env("DOCKER_CONFIG", self.docker_config())
-            .env_remove("SSL_CERT_FILE")
-            .env_remove("SSL_CERT_DIR")
-            .env_remove("RBUILD_INSECURE_REGISTRIES")
-            .env_remove("REGISTRY_AUTH_FILE")
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("http_proxy")
-            .env_remove("https_proxy")
-            .env_remove("ALL_PROXY")
-            .env_remove("all_proxy");
-        cmd
-    }
-
-    /// rbuild on the workspace's main state root.
-    pub(crate) fn rbuild(&self) -> assert_cmd::Command {
-        self.rbuild_on("root")
-    }
-
-    pub(crate) fn docker_config(&self) -> PathBuf {
-        self.path().join("docker-config")
-    }
-
-    /// `$DOCKER_CONFIG/config.json`, parsed (`{}` when missing).
-    pub(crate) fn docker_config_json(&self) -> serde_json::Value {
-        match fs::read(self.docker_config().join("config.json")) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap(),
-            Err(_) => serde_json::json!({}),
-        }
-    }
-
-    /// Writes a context `name` with `dockerfile` and `files` (path, content); returns its path.
-    pub(crate) fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> PathBuf {
-        let ctx = self.path().join(name);
-        fs::create_dir_all(&ctx).unwrap();
-        fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-        for (path, content) in files {
-            write_file(&ctx.join(path), content);
-        }
-        ctx
-    }
-
-    /// `rbuild build ARGS… CONTEXT` on the main root.
-    pub(crate) fn build(&self, ctx: &Path, args: &[&str]) -> Output {
-        run(self.rbuild().arg("build").args(args).arg(ctx))
-    }
-
-    /// `rbuild build ARGS… --metadata-file … CONTEXT`, which must succeed, and the digests
-    /// of what it built from its metadata file (buildx's `containerimage.digest` and
-    /// `containerimage.config.digest`): a push must put exactly these bytes in the registry.
-    pub(crate) fn build_digests(&self, ctx: &Path, args: &[&str]) -> Built {
-        self.build_with_metadata(ctx, args).0
-    }
-
-    /// `build_digests`, with what the build printed.
-    pub(crate) fn build_with_metadata(&self, ctx: &Path, args: &[&str]) -> (Built, Output) {
-        let meta = self.path().join("metadata.json");
-        let _ = fs::remove_file(&meta);
-        let out = run(self
-            .rbuild()
-            .arg("build")
-            .args(args)
-            .arg("--metadata-file")
-            .arg(&meta)
-            .arg(ctx));
-        assert_eq!(out.code, 0, "{out}");
-        let meta: serde_json::Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
-        let field = |key: &str| {
-            meta[key]
-                .as_str()
-                .unwrap_or_else(|| panic!("no {key} in the metadata file: {meta}"))
-                .to_string()
-        };
-        let built = Built {
-            manifest: field("containerimage.digest"),
-            config: field("containerimage.config.digest"),
-        };
-        (built, out)
-    }
-}
-
-/// The digests of a built image.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Built {
-    pub(crate) manifest: String,
-    pub(crate) config: String,
-}
-
-/// Panics with the whole output unless rbuild exited 0.
-pub(crate) fn ok(out: Output) -> Output {
-    assert_eq!(out.code, 0, "{out}");
-    out
-}
-
-/// Incompressible bytes (xorshift) from `seed`.
-pub(crate) fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+use crate::registry_harness::{
+    assert_file_text, assert_store_sound, layers_of, login_via_stdin, manifest_blobs, ok,
+    proxied_registry, push_platform_index, random_bytes, store_has, three_layer_context,
+    uploaded_digest, Workspace,
+};
+use crate::util::{can_run_containers, run, Output};
 
 /// Every entry under `root` by relative path: `dir MODE`, `file MODE SHA256` or
 /// `link -> TARGET`.
@@ -180,27 +56,6 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
-/// The `sha256:…` digests of a manifest's config and layers.
-pub(crate) fn manifest_blobs(manifest: &serde_json::Value) -> BTreeSet<String> {
-    let mut blobs: BTreeSet<String> = manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect();
-    blobs.insert(manifest["config"]["digest"].as_str().unwrap().to_string());
-    blobs
-}
-
-/// The digest a blob upload request names in its `digest=` query parameter.
-pub(crate) fn uploaded_digest(exchange: &Exchange) -> String {
-    let re = regex::Regex::new(r"(?:^|&)digest=sha256(?::|%3[Aa])([0-9a-f]{64})").unwrap();
-    let caps = re
-        .captures(&exchange.query)
-        .unwrap_or_else(|| panic!("no digest in {}", exchange.line()));
-    format!("sha256:{}", &caps[1])
-}
-
 /// The digests of the completed blob uploads the proxy saw, with how often each.
 fn upload_counts(proxy: &FaultProxy) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
@@ -208,18 +63,6 @@ fn upload_counts(proxy: &FaultProxy) -> BTreeMap<String, usize> {
         *counts.entry(uploaded_digest(&upload)).or_default() += 1;
     }
     counts
-}
-
-/// Asserts every blob file in the store of `root` has the digest its name says.
-pub(crate) fn assert_store_sound(root: &Path) {
-    for (name, actual) in store_blobs(root) {
-        assert_eq!(
-            name,
-            actual,
-            "blob {name} in {} holds other bytes",
-            root.display()
-        );
-    }
 }
 
 /// The static busybox of Debian's busybox-static, which runs in a scratch image. Missing,
@@ -272,12 +115,9 @@ CMD [\"/app/bin/run.sh\", \"--flag\"]
 
 #[test]
 fn a_push_to_a_plain_registry_keeps_every_byte_rbuild_built() {
-    let Some(registry) = TestRegistry::plain() else {
+    let Some(registry) = TestRegistry::plain().filter(|_| have_tools(&["skopeo", "umoci"])) else {
         return;
     };
-    if !have_tools(&["skopeo", "umoci"]) {
-        return;
-    }
     let ws = Workspace::new();
     let ctx = ws.context("app", APP, &[]);
     write_app_files(&ctx);
@@ -297,17 +137,7 @@ fn a_push_to_a_plain_registry_keeps_every_byte_rbuild_built() {
         assert_eq!(registry.manifest_digest(name), built3.manifest, "{name}");
     }
     // The same bytes `rbuild save` writes.
-    ok(run(ws.rbuild().args(["save", &name3, "-o", "saved.tar"])));
-    let saved = ws.path().join("saved");
-    fs::create_dir(&saved).unwrap();
-    checked(
-        Command::new("tar")
-            .arg("-xf")
-            .arg(ws.path().join("saved.tar"))
-            .arg("-C")
-            .arg(&saved),
-        "tar -xf",
-    );
+    let saved = ws.save_to_layout("root", &name3, "saved");
     assert_eq!(oci_layout_manifest_digest(&saved, "3"), built3.manifest);
 
     // What skopeo and umoci see is what was built.
@@ -348,12 +178,11 @@ fn a_push_to_a_plain_registry_keeps_every_byte_rbuild_built() {
 #[test]
 fn login_tls_and_auth_errors_name_the_registry_and_never_print_the_password() {
     const PASSWORD: &str = "pw-Zq81-must-not-be-printed";
-    let Some(registry) = TestRegistry::tls_with_htpasswd("tester", PASSWORD) else {
+    let Some(registry) =
+        TestRegistry::tls_with_htpasswd("tester", PASSWORD).filter(|_| have_tools(&["skopeo"]))
+    else {
         return;
     };
-    if !have_tools(&["skopeo"]) {
-        return;
-    }
     let ws = Workspace::new();
     let host = registry.host();
     let ca = registry.ca_path().to_str().unwrap().to_string();
@@ -376,17 +205,18 @@ fn login_tls_and_auth_errors_name_the_registry_and_never_print_the_password() {
     assert!(ws.docker_config_json()["auths"].get(&host).is_none());
 
     // The right one, on stdin: docker's config.json entry.
-    let out = keep(run(ws
-        .rbuild()
-        .env("SSL_CERT_FILE", &ca)
-        .args(["login", &host, "-u", "tester", "--password-stdin"])
-        .write_stdin(format!("{PASSWORD}\n"))));
+    let out = keep(login_via_stdin(
+        ws.rbuild().env("SSL_CERT_FILE", &ca),
+        &host,
+        "tester",
+        PASSWORD,
+    ));
     assert_eq!(out.code, 0, "{out}");
     let config = ws.docker_config_json();
     let entry = &config["auths"][&host];
     assert_eq!(
         entry["auth"].as_str(),
-        Some(base64(format!("tester:{PASSWORD}").as_bytes()).as_str()),
+        Some(STANDARD.encode(format!("tester:{PASSWORD}")).as_str()),
         "{config}"
     );
 
@@ -438,26 +268,6 @@ fn login_tls_and_auth_errors_name_the_registry_and_never_print_the_password() {
     }
 }
 
-/// Standard base64 with padding, as docker's config.json `auth` holds `user:password`.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn a_run_step_builds_on_a_base_pulled_from_the_registry() {
     let Some(registry) = TestRegistry::plain() else {
@@ -491,23 +301,9 @@ fn a_run_step_builds_on_a_base_pulled_from_the_registry() {
     );
     // A fresh state root: the base can only come from the registry.
     for (root, extra) in [("fresh", &[][..]), ("fresh", &["--pull"][..])] {
-        let dest = ws.path().join(format!("out-{}", extra.len()));
-        let out = run(ws
-            .rbuild_on(root)
-            .arg("build")
-            .args(extra)
-            .arg("-o")
-            .arg(format!("type=local,dest={}", dest.display()))
-            .arg(&app));
-        assert_eq!(out.code, 0, "{out}");
-        assert_eq!(
-            fs::read_to_string(dest.join("etc/marker")).unwrap(),
-            "base marker\n"
-        );
-        assert_eq!(
-            fs::read_to_string(dest.join("ran.txt")).unwrap(),
-            "base marker\nran\n"
-        );
+        let dest = ws.build_to_local(root, extra, &extra.len().to_string(), &app);
+        assert_file_text(&dest, "etc/marker", "base marker\n");
+        assert_file_text(&dest, "ran.txt", "base marker\nran\n");
         assert!(dest.join("bin/busybox").is_file());
         assert_store_sound(&ws.path().join(root));
     }
@@ -515,50 +311,18 @@ fn a_run_step_builds_on_a_base_pulled_from_the_registry() {
 
 #[test]
 fn a_multi_platform_index_in_the_registry_gives_each_platform_its_base() {
-    let Some(registry) = TestRegistry::plain() else {
+    let Some(registry) = TestRegistry::plain().filter(|_| have_tools(&["skopeo"])) else {
         return;
     };
-    if !have_tools(&["skopeo"]) {
-        return;
-    }
     let ws = Workspace::new();
     let native = host_arch();
-    let other = if native == "arm64" { "amd64" } else { "arm64" };
-    let mut manifests = Vec::new();
+    let other = other_arch();
+    push_platform_index(&ws, &registry, "base", [native, other]);
     for arch in [native, other] {
-        let marker = format!("marker of {arch}\n");
-        let ctx = ws.context(
-            &format!("base-{arch}"),
-            "FROM scratch\nCOPY marker /marker\n",
-            &[("marker", marker.as_bytes())],
-        );
-        let name = registry.image(&format!("base:{arch}"));
-        let platform = format!("linux/{arch}");
-        ok(ws.build(&ctx, &["--platform", &platform, "-t", &name, "--push"]));
-        let raw = registry.raw_manifest(&format!("base:{arch}"));
-        let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();
         let config = registry.raw_config(&format!("base:{arch}"));
         assert_eq!(config["architecture"], arch, "{config}");
         assert_eq!(config["os"], "linux", "{config}");
-        manifests.push(serde_json::json!({
-            "mediaType": manifest["mediaType"],
-            "digest": sha256(&raw),
-            "size": raw.len(),
-            "platform": {"architecture": arch, "os": "linux"},
-        }));
     }
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": manifests,
-    });
-    let index = serde_json::to_vec(&index).unwrap();
-    let index_digest = registry.put_manifest(
-        "base:multi",
-        "application/vnd.oci.image.index.v1+json",
-        &index,
-    );
-    assert_eq!(registry.manifest_digest("base:multi"), index_digest);
 
     let app = ws.context(
         "app",
@@ -568,29 +332,21 @@ fn a_multi_platform_index_in_the_registry_gives_each_platform_its_base() {
     let cases = [(Some(other), other), (Some(native), native), (None, native)];
     for (i, (platform, expected)) in cases.into_iter().enumerate() {
         let dest = ws.path().join(format!("out{i}"));
-        let mut cmd = ws.rbuild_on(&format!("fresh{i}"));
-        cmd.arg("build");
-        if let Some(arch) = platform {
-            cmd.arg("--platform").arg(format!("linux/{arch}"));
-        }
-        cmd.arg("-o")
-            .arg(format!("type=local,dest={}", dest.display()))
-            .arg(&app);
-        let out = run(&mut cmd);
+        let flag = platform.map(|arch| format!("linux/{arch}"));
+        let extra: Vec<&str> = flag.iter().flat_map(|f| ["--platform", f]).collect();
+        let out = ws.build_local(&format!("fresh{i}"), &extra, &dest, &app);
         assert_eq!(out.code, 0, "{platform:?}: {out}");
         assert_eq!(
             fs::read_to_string(dest.join("marker")).unwrap(),
             format!("marker of {expected}\n"),
             "{platform:?}"
         );
-        assert_eq!(fs::read_to_string(dest.join("note")).unwrap(), "copied\n");
+        assert_file_text(&dest, "note", "copied\n");
     }
 
     // `rbuild pull --platform`: that platform's blobs only.
-    let layer_of = |arch: &str| {
-        let m = registry.manifest_json(&format!("base:{arch}"));
-        m["layers"][0]["digest"].as_str().unwrap().to_string()
-    };
+    let layer_of =
+        |arch: &str| layers_of(&registry.manifest_json(&format!("base:{arch}")))[0].clone();
     let out = run(ws
         .rbuild_on("pulled")
         .args(["pull", "--platform", &format!("linux/{other}")])
@@ -603,32 +359,11 @@ fn a_multi_platform_index_in_the_registry_gives_each_platform_its_base() {
     assert_store_sound(&ws.path().join("pulled"));
 }
 
-/// A context `name` of three COPY layers, each a 1 MiB random file (`fI.bin`, its bytes from
-/// `seeds[I]`).
-pub(crate) fn three_layer_context(ws: &Workspace, name: &str, seeds: [u64; 3]) -> PathBuf {
-    let files: Vec<(String, Vec<u8>)> = seeds
-        .iter()
-        .enumerate()
-        .map(|(i, &seed)| (format!("f{i}.bin"), random_bytes(seed, 1 << 20)))
-        .collect();
-    let refs: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(n, b)| (n.as_str(), b.as_slice()))
-        .collect();
-    ws.context(
-        name,
-        "FROM scratch\nCOPY f0.bin /f0.bin\nCOPY f1.bin /f1.bin\nCOPY f2.bin /f2.bin\n",
-        &refs,
-    )
-}
-
 #[test]
 fn pushes_and_pulls_get_through_dropped_connections_errors_and_429() {
-    let Some(registry) = TestRegistry::plain() else {
+    let Some((registry, proxy, ws)) = proxied_registry(&[]) else {
         return;
     };
-    let proxy = FaultProxy::start(&registry.host());
-    let ws = Workspace::new();
     let ctx = three_layer_context(&ws, "app", [11, 12, 13]);
     let name = format!("{}/app:1", proxy.host());
     let built = ws.build_digests(&ctx, &["-t", &name]);
@@ -647,11 +382,7 @@ fn pushes_and_pulls_get_through_dropped_connections_errors_and_429() {
     proxy.add_fault("HEAD", "^/v2/app/blobs/sha256:", too_many, 1);
     let out = run(ws.rbuild().args(["push", &name]));
     assert_eq!(out.code, 0, "{out}\n{}", proxy.log_text());
-    assert!(
-        proxy.unused_faults().is_empty(),
-        "{:?}",
-        proxy.unused_faults()
-    );
+    proxy.assert_faults_all_fired();
     assert_eq!(registry.manifest_digest("app:1"), built.manifest);
     // After a 429 rbuild waits at least a second before asking about that blob again (its
     // floor for rate limits: oci-client does not pass the Retry-After header on).
@@ -668,11 +399,7 @@ fn pushes_and_pulls_get_through_dropped_connections_errors_and_429() {
         next.at.duration_since(log[refused].done),
         proxy.log_text()
     );
-    let manifest = registry.manifest_json("app:1");
-    let big_layer = manifest["layers"][2]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let big_layer = layers_of(&registry.manifest_json("app:1"))[2].clone();
     let big_hex = big_layer.trim_start_matches("sha256:").to_string();
 
     // Pull (FROM through the proxy) on fresh roots: a body cut short, then one corrupted.
@@ -689,18 +416,9 @@ fn pushes_and_pulls_get_through_dropped_connections_errors_and_429() {
         proxy.reset_counts();
         proxy.add_fault("GET", &format!("^/v2/app/blobs/{big_layer}$"), fault, 1);
         let dest = ws.path().join(format!("out-{root}"));
-        let out = run(ws
-            .rbuild_on(root)
-            .arg("build")
-            .arg("-o")
-            .arg(format!("type=local,dest={}", dest.display()))
-            .arg(&app));
+        let out = ws.build_local(root, &[], &dest, &app);
         assert_eq!(out.code, 0, "{fault:?}: {out}\n{}", proxy.log_text());
-        assert!(
-            proxy.unused_faults().is_empty(),
-            "{:?}",
-            proxy.unused_faults()
-        );
+        proxy.assert_faults_all_fired();
         assert_eq!(
             fs::read(dest.join("f2.bin")).unwrap(),
             fs::read(ctx.join("f2.bin")).unwrap()
@@ -712,7 +430,7 @@ fn pushes_and_pulls_get_through_dropped_connections_errors_and_429() {
             proxy.log_text()
         );
         assert_store_sound(&ws.path().join(root));
-        assert!(store_blobs(&ws.path().join(root)).contains_key(&big_hex));
+        assert!(store_has(&ws.path().join(root), &big_layer));
     }
 
     // Corrupted every time: the build fails naming the blob, and the store never keeps it.
@@ -722,15 +440,7 @@ fn pushes_and_pulls_get_through_dropped_connections_errors_and_429() {
         Fault::FlipByte,
         100,
     );
-    let out = run(ws
-        .rbuild_on("root-bad")
-        .arg("build")
-        .arg("-o")
-        .arg(format!(
-            "type=local,dest={}",
-            ws.path().join("out-bad").display()
-        ))
-        .arg(&app));
+    let out = ws.build_local("root-bad", &[], &ws.path().join("out-bad"), &app);
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains(&big_hex), "{out}");
     let blobs = store_blobs(&ws.path().join("root-bad"));
@@ -740,11 +450,9 @@ fn pushes_and_pulls_get_through_dropped_connections_errors_and_429() {
 
 #[test]
 fn a_second_build_from_a_registry_base_fetches_no_blob() {
-    let Some(registry) = TestRegistry::plain() else {
+    let Some((_registry, proxy, ws)) = proxied_registry(&[]) else {
         return;
     };
-    let proxy = FaultProxy::start(&registry.host());
-    let ws = Workspace::new();
     let base = ws.context(
         "base",
         "FROM scratch\nCOPY data /data\n",
@@ -760,16 +468,8 @@ fn a_second_build_from_a_registry_base_fetches_no_blob() {
     let mut builds = 0;
     let mut build = |extra: &[&str]| {
         builds += 1;
-        let dest = ws.path().join(format!("out{builds}"));
-        let out = run(ws
-            .rbuild_on("consumer")
-            .arg("build")
-            .args(extra)
-            .arg("-o")
-            .arg(format!("type=local,dest={}", dest.display()))
-            .arg(&app));
-        assert_eq!(out.code, 0, "{out}");
-        assert_eq!(fs::read_to_string(dest.join("note")).unwrap(), "app\n");
+        let dest = ws.build_to_local("consumer", extra, &builds.to_string(), &app);
+        assert_file_text(&dest, "note", "app\n");
         assert!(dest.join("data").is_file());
     };
     build(&[]);
@@ -794,11 +494,9 @@ fn a_second_build_from_a_registry_base_fetches_no_blob() {
 
 #[test]
 fn an_incremental_push_uploads_only_the_changed_layer_and_the_config() {
-    let Some(registry) = TestRegistry::plain() else {
+    let Some((registry, proxy, ws)) = proxied_registry(&[]) else {
         return;
     };
-    let proxy = FaultProxy::start(&registry.host());
-    let ws = Workspace::new();
     let ctx = three_layer_context(&ws, "app", [21, 22, 23]);
     let v1 = format!("{}/app:v1", proxy.host());
     ok(ws.build(
@@ -840,14 +538,9 @@ fn an_incremental_push_uploads_only_the_changed_layer_and_the_config() {
 
 #[test]
 fn several_tags_push_one_manifest_and_each_blob_once() {
-    let Some(registry) = TestRegistry::plain() else {
+    let Some((registry, proxy, ws)) = proxied_registry(&["skopeo"]) else {
         return;
     };
-    if !have_tools(&["skopeo"]) {
-        return;
-    }
-    let proxy = FaultProxy::start(&registry.host());
-    let ws = Workspace::new();
     let ctx = three_layer_context(&ws, "app", [31, 32, 33]);
     let (a, b) = (
         format!("{}/app:a", proxy.host()),

@@ -5,14 +5,16 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use crate::registry::{ok, Workspace};
-use crate::registry_fixture::{checked, have_tools, host_arch, sha256, TestRegistry};
+use crate::registry_fixture::{
+    checked, have_tools, host_arch, index_of, other_arch, platform_entry, sha256, TestRegistry,
+};
+use crate::registry_harness::{assert_file_text, login_via_stdin, ok, rename_in_store, Workspace};
 use crate::token_server::TokenRequest;
 use crate::util::{run, Output};
 
@@ -38,41 +40,20 @@ impl Printed {
     }
 }
 
-/// `rbuild build -o type=local,dest=OUT CONTEXT` on the state root `root`, with `extra`
-/// options; must succeed. Returns OUT.
-fn build_to_local(ws: &Workspace, root: &str, ctx: &Path, extra: &[&str]) -> PathBuf {
-    let dest = ws.path().join(format!("out-{root}"));
-    let out = run(ws
-        .rbuild_on(root)
-        .arg("build")
-        .args(extra)
-        .arg("-o")
-        .arg(format!("type=local,dest={}", dest.display()))
-        .arg(ctx));
-    assert_eq!(out.code, 0, "{extra:?}: {out}");
-    dest
-}
-
 #[test]
 fn bearer_tokens_from_the_realm_let_a_login_a_push_and_a_pull_through() {
     const USER: &str = "tokenuser";
     const PASSWORD: &str = "tok-Pw93-must-not-be-printed";
-    let Some(registry) = TestRegistry::with_token_auth(USER, PASSWORD) else {
+    let Some(registry) =
+        TestRegistry::with_token_auth(USER, PASSWORD).filter(|_| have_tools(&["skopeo"]))
+    else {
         return;
     };
-    if !have_tools(&["skopeo"]) {
-        return;
-    }
     let tokens = registry.token_server();
     let ws = Workspace::new();
     let host = registry.host();
     let mut printed = Printed::default();
-    let login = |password: &str| {
-        run(ws
-            .rbuild()
-            .args(["login", &host, "-u", USER, "--password-stdin"])
-            .write_stdin(format!("{password}\n")))
-    };
+    let login = |password: &str| login_via_stdin(&mut ws.rbuild(), &host, USER, password);
 
     // A wrong password: the realm refuses it with 401, and rbuild says so naming the registry.
     let wrong = "wrong-Tq55-password";
@@ -145,19 +126,10 @@ fn bearer_tokens_from_the_realm_let_a_login_a_push_and_a_pull_through() {
         &format!("FROM {name}\nCOPY note /note\n"),
         &[("note", b"pulled with a token\n")],
     );
-    let dest = build_to_local(&ws, "fresh", &consumer, &[]);
-    assert_eq!(
-        fs::read_to_string(dest.join("app/hello.txt")).unwrap(),
-        "hello through a bearer token\n"
-    );
-    assert_eq!(
-        fs::read_to_string(dest.join("app/sub/data.txt")).unwrap(),
-        "some data\n"
-    );
-    assert_eq!(
-        fs::read_to_string(dest.join("note")).unwrap(),
-        "pulled with a token\n"
-    );
+    let dest = ws.build_to_local("fresh", &[], "fresh", &consumer);
+    assert_file_text(&dest, "app/hello.txt", "hello through a bearer token\n");
+    assert_file_text(&dest, "app/sub/data.txt", "some data\n");
+    assert_file_text(&dest, "note", "pulled with a token\n");
     assert!(
         tokens.requests().iter().any(|r| r.status == 200
             && r.user.as_deref() == Some(USER)
@@ -194,15 +166,12 @@ fn bearer_tokens_from_the_realm_let_a_login_a_push_and_a_pull_through() {
 
 #[test]
 fn docker_schema2_images_and_manifest_lists_are_bases_and_keep_their_digest() {
-    let Some(registry) = TestRegistry::plain() else {
+    let Some(registry) = TestRegistry::plain().filter(|_| have_tools(&["skopeo"])) else {
         return;
     };
-    if !have_tools(&["skopeo"]) {
-        return;
-    }
     let ws = Workspace::new();
     let native = host_arch();
-    let other = if native == "arm64" { "amd64" } else { "arm64" };
+    let other = other_arch();
 
     // One base per platform, built by rbuild into an OCI layout and copied to the registry by
     // skopeo in Docker's format.
@@ -236,20 +205,10 @@ fn docker_schema2_images_and_manifest_lists_are_bases_and_keep_their_digest() {
         for layer in manifest["layers"].as_array().unwrap() {
             assert_eq!(layer["mediaType"], DOCKER_LAYER_GZIP, "{manifest}");
         }
-        entries.push(serde_json::json!({
-            "mediaType": DOCKER_MANIFEST,
-            "digest": sha256(&raw),
-            "size": raw.len(),
-            "platform": {"architecture": arch, "os": "linux"},
-        }));
+        entries.push(platform_entry(DOCKER_MANIFEST, &raw, arch));
     }
-    let list = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": DOCKER_MANIFEST_LIST,
-        "manifests": entries,
-    });
     // Indented, as docker writes lists: only the exact bytes give the digest.
-    let list = serde_json::to_vec_pretty(&list).unwrap();
+    let list = serde_json::to_vec_pretty(&index_of(DOCKER_MANIFEST_LIST, entries)).unwrap();
     let list_digest = registry.put_manifest("dbase:multi", DOCKER_MANIFEST_LIST, &list);
     assert_eq!(registry.manifest_digest("dbase:multi"), list_digest);
 
@@ -262,19 +221,10 @@ fn docker_schema2_images_and_manifest_lists_are_bases_and_keep_their_digest() {
         ),
         &[("note", b"on a v2s2 base\n")],
     );
-    let dest = build_to_local(&ws, "single", &from_single, &[]);
-    assert_eq!(
-        fs::read_to_string(dest.join("marker")).unwrap(),
-        format!("marker of {native}\n")
-    );
-    assert_eq!(
-        fs::read_to_string(dest.join("shared/base.txt")).unwrap(),
-        "from a docker v2s2 base\n"
-    );
-    assert_eq!(
-        fs::read_to_string(dest.join("note")).unwrap(),
-        "on a v2s2 base\n"
-    );
+    let dest = ws.build_to_local("single", &[], "single", &from_single);
+    assert_file_text(&dest, "marker", &format!("marker of {native}\n"));
+    assert_file_text(&dest, "shared/base.txt", "from a docker v2s2 base\n");
+    assert_file_text(&dest, "note", "on a v2s2 base\n");
 
     // FROM the manifest list: each platform gets its own base, the machine's by default.
     let from_list = ws.context(
@@ -284,25 +234,17 @@ fn docker_schema2_images_and_manifest_lists_are_bases_and_keep_their_digest() {
     );
     let cases = [(Some(other), other), (Some(native), native), (None, native)];
     for (i, (platform, expected)) in cases.into_iter().enumerate() {
-        let platform_flag = platform.map(|arch| format!("linux/{arch}"));
-        let extra: Vec<&str> = match &platform_flag {
-            Some(p) => vec!["--platform", p],
-            None => vec![],
-        };
-        let dest = build_to_local(&ws, &format!("list{i}"), &from_list, &extra);
+        let flag = platform.map(|arch| format!("linux/{arch}"));
+        let extra: Vec<&str> = flag.iter().flat_map(|f| ["--platform", f]).collect();
+        let root = format!("list{i}");
+        let dest = ws.build_to_local(&root, &extra, &root, &from_list);
         assert_eq!(
             fs::read_to_string(dest.join("marker")).unwrap(),
             format!("marker of {expected}\n"),
             "{platform:?}"
         );
-        assert_eq!(
-            fs::read_to_string(dest.join("shared/base.txt")).unwrap(),
-            "from a docker v2s2 base\n"
-        );
-        assert_eq!(
-            fs::read_to_string(dest.join("note")).unwrap(),
-            "on a manifest list\n"
-        );
+        assert_file_text(&dest, "shared/base.txt", "from a docker v2s2 base\n");
+        assert_file_text(&dest, "note", "on a manifest list\n");
     }
 
     // `rbuild pull`, then a push to another repository: the very manifest bytes, so the same
@@ -313,53 +255,14 @@ fn docker_schema2_images_and_manifest_lists_are_bases_and_keep_their_digest() {
     let digest = sha256(&original);
     let out = ok(run(ws.rbuild_on("mover").args(["pull", &single])));
     assert!(out.stdout.contains(&digest), "{out}");
-    ok(run(ws.rbuild_on("mover").args([
-        "save",
-        &single,
-        "-o",
-        "pulled.tar",
-    ])));
     let moved_name = registry.image("moved/dbase:1");
-    let layout = ws.path().join("pulled-layout");
-    fs::create_dir(&layout).unwrap();
-    checked(
-        Command::new("tar")
-            .arg("-xf")
-            .arg(ws.path().join("pulled.tar"))
-            .arg("-C")
-            .arg(&layout),
-        "tar -xf",
-    );
-    let mut index: serde_json::Value =
-        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
-    assert_eq!(index["manifests"][0]["digest"], digest.as_str(), "{index}");
-    assert_eq!(
-        index["manifests"][0]["mediaType"], DOCKER_MANIFEST,
-        "{index}"
-    );
-    index["manifests"][0]["annotations"] = serde_json::json!({
-        "io.containerd.image.name": moved_name,
-        "org.opencontainers.image.ref.name": "1",
+    rename_in_store(&ws, "mover", &single, &moved_name, |index| {
+        assert_eq!(index["manifests"][0]["digest"], digest.as_str(), "{index}");
+        assert_eq!(
+            index["manifests"][0]["mediaType"], DOCKER_MANIFEST,
+            "{index}"
+        );
     });
-    fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
-    checked(
-        Command::new("tar")
-            .arg("-cf")
-            .arg(ws.path().join("renamed.tar"))
-            .arg("-C")
-            .arg(&layout)
-            .arg("."),
-        "tar -cf",
-    );
-    ok(run(ws.rbuild_on("mover").args([
-        "load",
-        "-i",
-        "renamed.tar",
-    ])));
     ok(run(ws.rbuild_on("mover").args(["push", &moved_name])));
     let moved = registry.raw_manifest("moved/dbase:1");
     assert_eq!(sha256(&moved), digest);
@@ -423,12 +326,11 @@ esac
 fn a_credential_helper_stores_gives_and_erases_the_login_of_a_real_registry() {
     const USER: &str = "helperuser";
     const PASSWORD: &str = "helper-Pw41-must-not-be-printed";
-    let Some(registry) = TestRegistry::tls_with_htpasswd(USER, PASSWORD) else {
+    let Some(registry) =
+        TestRegistry::tls_with_htpasswd(USER, PASSWORD).filter(|_| have_tools(&["skopeo"]))
+    else {
         return;
     };
-    if !have_tools(&["skopeo"]) {
-        return;
-    }
     let ws = Workspace::new();
     let host = registry.host();
     let ca = registry.ca_path().to_path_buf();
@@ -459,9 +361,7 @@ fn a_credential_helper_stores_gives_and_erases_the_login_of_a_real_registry() {
     let mut printed = Printed::default();
 
     // Login: the helper stores the credentials; config.json only marks the registry.
-    let out = printed.keep(run(rbuild()
-        .args(["login", &host, "-u", USER, "--password-stdin"])
-        .write_stdin(format!("{PASSWORD}\n"))));
+    let out = printed.keep(login_via_stdin(&mut rbuild(), &host, USER, PASSWORD));
     assert_eq!(out.code, 0, "{out}");
     assert!(out.stdout.contains("Login Succeeded"), "{out}");
     assert!(
@@ -563,6 +463,12 @@ fn the_token_server_issues_tokens_the_registry_accepts() {
         let (body, status) = out.rsplit_once('\n').unwrap();
         (status.to_string(), body.to_string())
     };
+    let token_in = |body: &str| {
+        serde_json::from_str::<serde_json::Value>(body).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     let claims = |token: &str| -> serde_json::Value {
         let payload = token.split('.').nth(1).unwrap();
         serde_json::from_slice(
@@ -585,10 +491,7 @@ fn the_token_server_issues_tokens_the_registry_accepts() {
 
     let (status, body) = fetch(Some("u:p"));
     assert_eq!(status, "200", "{body}");
-    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = token_in(&body);
     let granted = claims(&token);
     assert_eq!(
         granted["access"],
@@ -611,10 +514,7 @@ fn the_token_server_issues_tokens_the_registry_accepts() {
 
     let (status, body) = fetch(None);
     assert_eq!(status, "200", "{body}");
-    let anonymous = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let anonymous = token_in(&body);
     assert_eq!(claims(&anonymous)["access"], serde_json::json!([]));
     assert_eq!(registry_status(&anonymous, "/v2/team/a/tags/list"), "401");
 

@@ -534,6 +534,37 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Digest::of(bytes).hex()
 }
 
+/// An upload `location` (a URL or path) with the `digest=` that completes it appended to its
+/// query.
+pub fn with_digest_query(location: &str, digest: &str) -> String {
+    let separator = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{separator}digest={digest}")
+}
+
+/// The entry of an index (or Docker manifest list) for the manifest `raw`, of `media_type`,
+/// for the platform linux/`arch`.
+pub fn platform_entry(
+    media_type: impl Into<serde_json::Value>,
+    raw: &[u8],
+    arch: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "mediaType": media_type.into(),
+        "digest": sha256(raw),
+        "size": raw.len(),
+        "platform": {"architecture": arch, "os": "linux"},
+    })
+}
+
+/// An index (or Docker manifest list, by `media_type`) of the entries `manifests`.
+pub fn index_of(media_type: &str, manifests: Vec<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "manifests": manifests,
+    })
+}
+
 /// Every blob file in the content store of the state root `root`, by file name (hex), with
 /// the sha256 of its content (hex): a sound store has the two equal everywhere.
 pub fn store_blobs(root: &Path) -> BTreeMap<String, String> {
@@ -651,6 +682,15 @@ pub fn small_oci_layout(dir: &Path, tag: &str, files: &[(&str, &[u8])]) {
     )
     .unwrap();
     write_oci_dir(dir, &[image], &blobs).unwrap();
+}
+
+/// A second platform's architecture for multi-platform tests: arm64, or amd64 on arm64.
+pub fn other_arch() -> &'static str {
+    if host_arch() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    }
 }
 
 /// The OCI name of the machine's architecture (`amd64`, `arm64`, …).

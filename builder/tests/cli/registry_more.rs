@@ -6,34 +6,18 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::fault_proxy::{Exchange, Fault, FaultProxy};
-use crate::registry::{
-    assert_store_sound, manifest_blobs, ok, random_bytes, three_layer_context, uploaded_digest,
-    Workspace,
-};
 use crate::registry_fixture::{
-    checked, have_tools, host_arch, sha256, sha256_hex, store_blobs, TestRegistry,
+    checked, have_tools, host_arch, other_arch, sha256, sha256_hex, store_blobs, with_digest_query,
+    TestRegistry,
+};
+use crate::registry_harness::{
+    assert_file_text, assert_store_sound, layers_of, login_via_stdin, manifest_blobs, ok,
+    proxied_registry, push_platform_index, random_bytes, rename_in_store, store_has,
+    three_layer_context, uploaded_digest, Workspace,
 };
 use crate::util::run;
-
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
-/// `rbuild build -o type=local,dest=OUT CONTEXT` on the state root `root`; must succeed.
-/// Returns OUT (`out-NAME`).
-fn build_to_local(ws: &Workspace, root: &str, out_name: &str, ctx: &Path) -> PathBuf {
-    let dest = ws.path().join(format!("out-{out_name}"));
-    let out = run(ws
-        .rbuild_on(root)
-        .arg("build")
-        .arg("-o")
-        .arg(format!("type=local,dest={}", dest.display()))
-        .arg(ctx));
-    assert_eq!(out.code, 0, "{out}");
-    dest
-}
 
 /// The digest at the end of a blob request's path (`/v2/REPO/blobs/sha256:…`).
 fn blob_of(exchange: &Exchange) -> String {
@@ -45,26 +29,11 @@ fn fetched_blobs(proxy: &FaultProxy) -> BTreeSet<String> {
     proxy.blob_fetches().iter().map(blob_of).collect()
 }
 
-/// The `sha256:…` digests of a manifest's layers, in order.
-fn layers_of(manifest: &serde_json::Value) -> Vec<String> {
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn a_tag_is_resolved_again_by_every_build_and_a_moved_tag_fetches_only_its_new_blobs() {
-    let Some(registry) = TestRegistry::plain() else {
+    let Some((registry, proxy, ws)) = proxied_registry(&["skopeo"]) else {
         return;
     };
-    if !have_tools(&["skopeo"]) {
-        return;
-    }
-    let proxy = FaultProxy::start(&registry.host());
-    let ws = Workspace::new();
     let base = ws.context(
         "base",
         "FROM scratch\nCOPY shared /shared\nCOPY marker /marker\n",
@@ -82,20 +51,14 @@ fn a_tag_is_resolved_again_by_every_build_and_a_moved_tag_fetches_only_its_new_b
         &[("note", b"app\n")],
     );
 
-    let dest = build_to_local(&ws, "consumer", "1", &app);
-    assert_eq!(
-        fs::read_to_string(dest.join("marker")).unwrap(),
-        "first marker\n"
-    );
+    let dest = ws.build_to_local("consumer", &[], "1", &app);
+    assert_file_text(&dest, "marker", "first marker\n");
     assert!(!proxy.blob_fetches().is_empty(), "{}", proxy.log_text());
 
     // Again: one HEAD of the tag, nothing else from the registry's manifests or blobs.
     proxy.reset_counts();
-    let dest = build_to_local(&ws, "consumer", "2", &app);
-    assert_eq!(
-        fs::read_to_string(dest.join("marker")).unwrap(),
-        "first marker\n"
-    );
+    let dest = ws.build_to_local("consumer", &[], "2", &app);
+    assert_file_text(&dest, "marker", "first marker\n");
     let manifest_requests: Vec<String> = proxy
         .matching(".*", "^/v2/base/manifests/")
         .iter()
@@ -118,12 +81,9 @@ fn a_tag_is_resolved_again_by_every_build_and_a_moved_tag_fetches_only_its_new_b
     assert_eq!(old["layers"][0], new["layers"][0], "the shared layer");
     assert_ne!(old["layers"][1], new["layers"][1], "the marker layer");
     proxy.reset_counts();
-    let dest = build_to_local(&ws, "consumer", "3", &app);
-    assert_eq!(
-        fs::read_to_string(dest.join("marker")).unwrap(),
-        "second marker\n"
-    );
-    assert_eq!(fs::read_to_string(dest.join("note")).unwrap(), "app\n");
+    let dest = ws.build_to_local("consumer", &[], "3", &app);
+    assert_file_text(&dest, "marker", "second marker\n");
+    assert_file_text(&dest, "note", "app\n");
     assert_eq!(
         proxy.count("HEAD", "^/v2/base/manifests/1$"),
         1,
@@ -201,14 +161,9 @@ fn push_one_then_two(ws: &Workspace, proxy: &FaultProxy) -> String {
 
 #[test]
 fn a_push_mounts_the_layers_of_a_sibling_repository() {
-    let Some(registry) = TestRegistry::plain() else {
+    let Some((registry, proxy, ws)) = proxied_registry(&["skopeo"]) else {
         return;
     };
-    if !have_tools(&["skopeo"]) {
-        return;
-    }
-    let proxy = FaultProxy::start(&registry.host());
-    let ws = Workspace::new();
     let stderr = push_one_then_two(&ws, &proxy);
     let a_layers = layers_of(&registry.manifest_json("one:1"));
     let b = registry.manifest_json("two:1");
@@ -220,19 +175,20 @@ fn a_push_mounts_the_layers_of_a_sibling_repository() {
 fn a_push_with_token_auth_mounts_with_a_token_for_both_repositories() {
     const USER: &str = "mounter";
     const PASSWORD: &str = "mount-Pw17";
-    let Some(registry) = TestRegistry::with_token_auth(USER, PASSWORD) else {
+    let Some(registry) =
+        TestRegistry::with_token_auth(USER, PASSWORD).filter(|_| have_tools(&["skopeo"]))
+    else {
         return;
     };
-    if !have_tools(&["skopeo"]) {
-        return;
-    }
     let proxy = FaultProxy::start(&registry.host());
     let tokens = registry.token_server();
     let ws = Workspace::new();
-    ok(run(ws
-        .rbuild()
-        .args(["login", &proxy.host(), "-u", USER, "--password-stdin"])
-        .write_stdin(format!("{PASSWORD}\n"))));
+    ok(login_via_stdin(
+        &mut ws.rbuild(),
+        &proxy.host(),
+        USER,
+        PASSWORD,
+    ));
     let stderr = push_one_then_two(&ws, &proxy);
     let a_layers = layers_of(&registry.manifest_json("one:1"));
     assert_mounted_from_one(&proxy, &a_layers, &stderr);
@@ -248,12 +204,10 @@ fn a_push_with_token_auth_mounts_with_a_token_for_both_repositories() {
 
 #[test]
 fn a_login_answered_503_fails_naming_the_host_and_stores_nothing() {
-    let Some(registry) = TestRegistry::plain() else {
+    let Some((_registry, proxy, ws)) = proxied_registry(&[]) else {
         return;
     };
-    let proxy = FaultProxy::start(&registry.host());
     proxy.add_fault(".*", "", Fault::Status(503), 1000);
-    let ws = Workspace::new();
     let host = proxy.host();
     let out = run(ws.rbuild().args(["login", &host, "-u", "u", "-p", "p"]));
     assert_eq!(out.code, 1, "{out}");
@@ -274,102 +228,12 @@ fn a_login_answered_503_fails_naming_the_host_and_stores_nothing() {
     );
 }
 
-/// An index `REPO:multi` in `registry` of two images built by rbuild, one per platform
-/// (`REPO:amd64`, `REPO:arm64`, each `FROM scratch` with `/marker` saying its
-/// architecture). Returns the index's bytes.
-fn push_two_platform_index(ws: &Workspace, registry: &TestRegistry, repo: &str) -> Vec<u8> {
-    let mut manifests = Vec::new();
-    for arch in ["amd64", "arm64"] {
-        let marker = format!("marker of {arch}\n");
-        let ctx = ws.context(
-            &format!("base-{arch}"),
-            "FROM scratch\nCOPY marker /marker\n",
-            &[("marker", marker.as_bytes())],
-        );
-        let tag = format!("{repo}:{arch}");
-        let platform = format!("linux/{arch}");
-        ok(ws.build(
-            &ctx,
-            &[
-                "--platform",
-                &platform,
-                "-t",
-                &registry.image(&tag),
-                "--push",
-            ],
-        ));
-        let raw = registry.raw_manifest(&tag);
-        let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-        manifests.push(serde_json::json!({
-            "mediaType": manifest["mediaType"],
-            "digest": sha256(&raw),
-            "size": raw.len(),
-            "platform": {"architecture": arch, "os": "linux"},
-        }));
-    }
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": manifests,
-    });
-    let index = serde_json::to_vec(&index).unwrap();
-    let digest = registry.put_manifest(&format!("{repo}:multi"), OCI_INDEX, &index);
-    assert_eq!(registry.manifest_digest(&format!("{repo}:multi")), digest);
-    index
-}
-
-/// Renames the image `from` of the state root `root` to `to` (`REPO:TAG` names), through
-/// `rbuild save` and `rbuild load`, which keep every byte (rbuild has no `tag`).
-fn rename_in_store(ws: &Workspace, root: &str, from: &str, to: &str) {
-    let tar = ws.path().join("rename.tar");
-    ok(run(ws.rbuild_on(root).args(["save", from, "-o"]).arg(&tar)));
-    let layout = ws.path().join("rename-layout");
-    fs::create_dir(&layout).unwrap();
-    checked(
-        Command::new("tar")
-            .arg("-xf")
-            .arg(&tar)
-            .arg("-C")
-            .arg(&layout),
-        "tar -xf",
-    );
-    let mut index: serde_json::Value =
-        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
-    assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
-    let tag = to.rsplit_once(':').unwrap().1;
-    index["manifests"][0]["annotations"] = serde_json::json!({
-        "io.containerd.image.name": to,
-        "org.opencontainers.image.ref.name": tag,
-    });
-    fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
-    let renamed = ws.path().join("renamed.tar");
-    checked(
-        Command::new("tar")
-            .arg("-cf")
-            .arg(&renamed)
-            .arg("-C")
-            .arg(&layout)
-            .arg("."),
-        "tar -cf",
-    );
-    ok(run(ws.rbuild_on(root).arg("load").arg("-i").arg(&renamed)));
-}
-
 #[test]
 fn an_index_pushes_to_a_registry_that_answers_manifest_puts_without_location() {
-    let Some(registry) = TestRegistry::plain() else {
+    let Some((registry, proxy, ws)) = proxied_registry(&["skopeo"]) else {
         return;
     };
-    if !have_tools(&["skopeo"]) {
-        return;
-    }
-    let proxy = FaultProxy::start(&registry.host());
-    let ws = Workspace::new();
-    let index = push_two_platform_index(&ws, &registry, "x");
+    let index = push_platform_index(&ws, &registry, "x", ["amd64", "arm64"]);
     let index_digest = sha256(&index);
 
     // Both platforms pulled: the whole index is in the store.
@@ -383,7 +247,9 @@ fn an_index_pushes_to_a_registry_that_answers_manifest_puts_without_location() {
         ])));
     }
     let target = format!("{}/y:multi", proxy.host());
-    rename_in_store(&ws, "mover", &source, &target);
+    rename_in_store(&ws, "mover", &source, &target, |index| {
+        assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+    });
 
     proxy.add_fault("PUT", "^/v2/y/manifests/", Fault::StripLocation, 1000);
     let out = run(ws.rbuild_on("mover").args(["push", &target]));
@@ -409,17 +275,17 @@ fn an_index_pushes_to_a_registry_that_answers_manifest_puts_without_location() {
 
 #[test]
 fn an_index_named_by_digest_and_pulled_for_one_platform_is_completed_for_another() {
-    let Some(registry) = TestRegistry::plain() else {
+    let Some((registry, proxy, ws)) = proxied_registry(&["skopeo"]) else {
         return;
     };
-    if !have_tools(&["skopeo"]) {
-        return;
-    }
-    let proxy = FaultProxy::start(&registry.host());
-    let ws = Workspace::new();
-    let index_digest = sha256(&push_two_platform_index(&ws, &registry, "x"));
+    let index_digest = sha256(&push_platform_index(
+        &ws,
+        &registry,
+        "x",
+        ["amd64", "arm64"],
+    ));
     let native = host_arch();
-    let other = if native == "arm64" { "amd64" } else { "arm64" };
+    let other = other_arch();
     let pinned = format!("{}/x@{index_digest}", proxy.host());
     ok(run(ws.rbuild_on("pinned").args([
         "pull",
@@ -434,15 +300,9 @@ fn an_index_named_by_digest_and_pulled_for_one_platform_is_completed_for_another
         &format!("FROM {pinned}\nCOPY note /note\n"),
         &[("note", b"on the pinned index\n")],
     );
-    let dest = build_to_local(&ws, "pinned", "app", &app);
-    assert_eq!(
-        fs::read_to_string(dest.join("marker")).unwrap(),
-        format!("marker of {native}\n")
-    );
-    assert_eq!(
-        fs::read_to_string(dest.join("note")).unwrap(),
-        "on the pinned index\n"
-    );
+    let dest = ws.build_to_local("pinned", &[], "app", &app);
+    assert_file_text(&dest, "marker", &format!("marker of {native}\n"));
+    assert_file_text(&dest, "note", "on the pinned index\n");
     // The machine's platform came from the registry; the other one's blobs did not again.
     let fetched = fetched_blobs(&proxy);
     let native_blobs = manifest_blobs(&registry.manifest_json(&format!("x:{native}")));
@@ -454,14 +314,9 @@ fn an_index_named_by_digest_and_pulled_for_one_platform_is_completed_for_another
 
 #[test]
 fn a_pull_cut_short_leaves_the_store_usable() {
-    let Some(registry) = TestRegistry::plain() else {
+    let Some((registry, proxy, ws)) = proxied_registry(&["skopeo"]) else {
         return;
     };
-    if !have_tools(&["skopeo"]) {
-        return;
-    }
-    let proxy = FaultProxy::start(&registry.host());
-    let ws = Workspace::new();
     let base = three_layer_context(&ws, "base", [61, 62, 63]);
     ok(ws.build(&base, &["-t", &registry.image("app:1"), "--push"]));
     let layer = layers_of(&registry.manifest_json("app:1"))[1].clone();
@@ -479,15 +334,7 @@ fn a_pull_cut_short_leaves_the_store_usable() {
         1000,
     );
     let cut = ws.path().join("cut");
-    let out = run(ws
-        .rbuild_on("cut")
-        .arg("build")
-        .arg("-o")
-        .arg(format!(
-            "type=local,dest={}",
-            ws.path().join("out-failed").display()
-        ))
-        .arg(&app));
+    let out = ws.build_local("cut", &[], &ws.path().join("out-failed"), &app);
     assert_eq!(out.code, 1, "{out}\n{}", proxy.log_text());
     assert!(out.stderr.contains(&layer), "{out}");
     assert!(
@@ -505,7 +352,7 @@ fn a_pull_cut_short_leaves_the_store_usable() {
     // Without the fault the same build succeeds, fetching only what the store lacks.
     proxy.clear_faults();
     proxy.reset_counts();
-    let dest = build_to_local(&ws, "cut", "app", &app);
+    let dest = ws.build_to_local("cut", &[], "app", &app);
     for i in 0..3 {
         let name = format!("f{i}.bin");
         assert_eq!(
@@ -514,10 +361,7 @@ fn a_pull_cut_short_leaves_the_store_usable() {
             "{name}"
         );
     }
-    assert_eq!(
-        fs::read_to_string(dest.join("note")).unwrap(),
-        "after the cut\n"
-    );
+    assert_file_text(&dest, "note", "after the cut\n");
     let fetched = fetched_blobs(&proxy);
     assert!(fetched.contains(&layer), "{}", proxy.log_text());
     for digest in &fetched {
@@ -558,14 +402,13 @@ fn upload_blob(registry: &TestRegistry, repo: &str, bytes: &[u8]) -> String {
     } else {
         location
     };
-    let separator = if location.contains('?') { '&' } else { '?' };
     checked(
         registry
             .curl()
             .args(["-X", "PUT", "-H", "Content-Type: application/octet-stream"])
             .arg("--data-binary")
             .arg(format!("@{}", file.display()))
-            .arg(format!("{location}{separator}digest={digest}")),
+            .arg(with_digest_query(&location, &digest)),
         "curl PUT blob",
     );
     digest
@@ -644,46 +487,32 @@ fn assert_fetched_once(proxy: &FaultProxy, doubled: &DoubledLayer) {
 
 #[test]
 fn a_layer_listed_twice_is_fetched_once() {
-    let Some(registry) = TestRegistry::plain() else {
+    let Some((registry, proxy, ws)) = proxied_registry(&["skopeo"]) else {
         return;
     };
-    if !have_tools(&["skopeo"]) {
-        return;
-    }
-    let proxy = FaultProxy::start(&registry.host());
-    let ws = Workspace::new();
     let doubled = push_doubled_layer(&ws, &registry);
     ok(run(ws
         .rbuild_on("fresh")
         .args(["pull", &format!("{}/app:dup", proxy.host())])));
     assert_fetched_once(&proxy, &doubled);
-    let blobs = store_blobs(&ws.path().join("fresh"));
-    assert!(blobs.contains_key(doubled.layer.trim_start_matches("sha256:")));
+    assert!(store_has(&ws.path().join("fresh"), &doubled.layer));
     assert_store_sound(&ws.path().join("fresh"));
 }
 
 #[test]
 fn a_base_listing_a_layer_twice_builds() {
-    let Some(registry) = TestRegistry::plain() else {
+    let Some((registry, proxy, ws)) = proxied_registry(&["skopeo"]) else {
         return;
     };
-    if !have_tools(&["skopeo"]) {
-        return;
-    }
-    let proxy = FaultProxy::start(&registry.host());
-    let ws = Workspace::new();
     let doubled = push_doubled_layer(&ws, &registry);
     let app = ws.context(
         "app",
         &format!("FROM {}/app:dup\nCOPY note /note\n", proxy.host()),
         &[("note", b"on a doubled layer\n")],
     );
-    let dest = build_to_local(&ws, "fresh", "app", &app);
+    let dest = ws.build_to_local("fresh", &[], "app", &app);
     assert_eq!(fs::read(dest.join("data")).unwrap(), doubled.data);
-    assert_eq!(
-        fs::read_to_string(dest.join("note")).unwrap(),
-        "on a doubled layer\n"
-    );
+    assert_file_text(&dest, "note", "on a doubled layer\n");
     assert_fetched_once(&proxy, &doubled);
     assert_store_sound(&ws.path().join("fresh"));
 }

@@ -12,19 +12,18 @@
 //! token that grants nothing, as Docker Hub gives one; a wrong password gets a 401. Every
 //! request is logged, so a test can see what a client asked for.
 
-use std::io::{self, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 
-use crate::fault_proxy::{read_body, read_head, Head};
+use crate::fault_proxy::{read_body, read_head, split_connection, Acceptor, Head};
 use crate::registry_fixture::checked;
 
 /// How long a token is valid, in seconds.
@@ -54,15 +53,13 @@ struct Shared {
     cert_b64: String,
     log: Mutex<Vec<TokenRequest>>,
     issued: AtomicU64,
-    stop: AtomicBool,
 }
 
 /// A running token server; stops accepting connections when dropped.
 pub struct TokenServer {
-    addr: SocketAddr,
     shared: Arc<Shared>,
     cert: PathBuf,
-    acceptor: Option<JoinHandle<()>>,
+    acceptor: Acceptor,
 }
 
 impl TokenServer {
@@ -92,8 +89,6 @@ impl TokenServer {
             .filter(|l| !l.starts_with("-----"))
             .map(str::trim)
             .collect();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             user: user.to_string(),
             password: password.to_string(),
@@ -103,33 +98,22 @@ impl TokenServer {
             cert_b64,
             log: Mutex::new(Vec::new()),
             issued: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
         });
-        let for_acceptor = shared.clone();
-        let acceptor = std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if for_acceptor.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(client) = client else { continue };
-                let shared = for_acceptor.clone();
-                std::thread::spawn(move || {
-                    // An error ends this connection only: the client sees it closed.
-                    let _ = serve_connection(client, &shared);
-                });
-            }
+        let for_connections = shared.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let acceptor = Acceptor::start(listener, move |client| {
+            serve_connection(client, &for_connections)
         });
         TokenServer {
-            addr,
             shared,
             cert,
-            acceptor: Some(acceptor),
+            acceptor,
         }
     }
 
     /// `http://127.0.0.1:PORT/token`, the registry's `realm`.
     pub fn realm(&self) -> String {
-        format!("http://{}/token", self.addr)
+        format!("http://{}/token", self.acceptor.addr())
     }
 
     /// The PEM certificate of the signing key: the registry's `rootcertbundle`.
@@ -172,17 +156,6 @@ impl TokenServer {
     }
 }
 
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake the acceptor so it sees the flag.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-    }
-}
-
 /// An answer: status, extra header lines (each ending in CRLF), JSON body.
 struct Answer {
     status: u16,
@@ -201,10 +174,7 @@ impl Answer {
 }
 
 fn serve_connection(client: TcpStream, shared: &Shared) -> io::Result<()> {
-    client.set_read_timeout(Some(Duration::from_secs(120)))?;
-    client.set_nodelay(true)?;
-    let mut reader = BufReader::new(client.try_clone()?);
-    let mut writer = client;
+    let (mut reader, mut writer) = split_connection(client)?;
     loop {
         let Some(head) = read_head(&mut reader)? else {
             return Ok(());

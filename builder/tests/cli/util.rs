@@ -103,3 +103,17 @@ pub fn can_run_containers(what: &str) -> bool {
     }
     require_tool("runc")
 }
+
+/// Incompressible bytes: xorshift64 from `seed` (made odd, so never all zero), `len` of them.
+pub fn xorshift_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
