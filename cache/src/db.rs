@@ -46,6 +46,32 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY NOT NULL,
         digest TEXT NOT NULL
     ) STRICT;",
+    // 3: the build cache: what each cache key produced, what each step's key was made of
+    // last time (to explain a miss), and file digests by stat (to checksum a context without
+    // reading unchanged files).
+    "CREATE TABLE cache_records (
+        key TEXT PRIMARY KEY NOT NULL,
+        diff_id TEXT,
+        blob TEXT,
+        media_type TEXT,
+        size INTEGER,
+        created_at INTEGER NOT NULL,
+        last_used INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE step_history (
+        step TEXT PRIMARY KEY NOT NULL,
+        key TEXT NOT NULL,
+        inputs TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE stat_cache (
+        path BLOB PRIMARY KEY NOT NULL,
+        dev INTEGER NOT NULL,
+        ino INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        ctime_ns INTEGER NOT NULL,
+        digest TEXT NOT NULL
+    ) STRICT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +114,29 @@ pub struct ImageRecord {
     pub size: u64,
     /// Unix seconds when the name was set.
     pub created_at: i64,
+}
+
+/// What a cache key produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheRecord {
+    /// `None`: the step changed nothing and added no layer.
+    pub layer: Option<RecordedLayer>,
+    pub created_at: i64,
+}
+
+/// A layer a cached step made: its diffID and the blob it was stored as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedLayer {
+    pub diff_id: Digest,
+    pub blob: Digest,
+    pub media_type: String,
+    pub size: u64,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A handle on `cache.db`. Safe to share between threads; several handles (and processes) may
@@ -344,7 +393,102 @@ impl Database {
             .transpose()
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    /// What `key` produced, if it was recorded; marks the record used now.
+    pub fn cache_record(&self, key: &Digest) -> Result<Option<CacheRecord>, DbError> {
+        type Row = (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            i64,
+        );
+        let row: Option<Row> = self
+            .conn()
+            .query_row(
+                "UPDATE cache_records SET last_used = ?2 WHERE key = ?1
+                 RETURNING diff_id, blob, media_type, size, created_at",
+                params![key.to_string(), unix_now()],
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.error("read cache record", e))?;
+        let Some((diff_id, blob, media_type, size, created_at)) = row else {
+            return Ok(None);
+        };
+        let layer = match (diff_id, blob, media_type, size) {
+            (Some(diff_id), Some(blob), Some(media_type), Some(size)) => Some(RecordedLayer {
+                diff_id: self.digest("cache_records.diff_id", diff_id)?,
+                blob: self.digest("cache_records.blob", blob)?,
+                media_type,
+                size: self.size(size)?,
+            }),
+            _ => None,
+        };
+        Ok(Some(CacheRecord { layer, created_at }))
+    }
+
+    /// Records what `key` produced: a layer, or nothing (a step that changed no file).
+    pub fn set_cache_record(
+        &self,
+        key: &Digest,
+        layer: Option<&RecordedLayer>,
+    ) -> Result<(), DbError> {
+        let size = layer
+            .map(|l| self.size_to_sql(&l.blob, l.size))
+            .transpose()?;
+        let now = unix_now();
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO cache_records
+                 (key, diff_id, blob, media_type, size, created_at, last_used)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                params![
+                    key.to_string(),
+                    layer.map(|l| l.diff_id.to_string()),
+                    layer.map(|l| l.blob.to_string()),
+                    layer.map(|l| l.media_type.clone()),
+                    size,
+                    now
+                ],
+            )
+            .map_err(|e| self.error("set cache record", e))?;
+        Ok(())
+    }
+
+    /// What a step's key was made of last time, as the caller wrote it (JSON).
+    pub fn step_inputs(&self, step: &str) -> Result<Option<(Digest, String)>, DbError> {
+        let row: Option<(String, String)> = self
+            .conn()
+            .query_row(
+                "SELECT key, inputs FROM step_history WHERE step = ?1",
+                [step],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.error("read step history", e))?;
+        row.map(|(key, inputs)| Ok((self.digest("step_history.key", key)?, inputs)))
+            .transpose()
+    }
+
+    pub fn set_step_inputs(&self, step: &str, key: &Digest, inputs: &str) -> Result<(), DbError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO step_history (step, key, inputs) VALUES (?1, ?2, ?3)",
+                params![step, key.to_string(), inputs],
+            )
+            .map_err(|e| self.error("set step history", e))?;
+        Ok(())
+    }
+
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (its transactions
         // roll back), so a poisoned mutex is still safe to use.
         self.conn
@@ -352,7 +496,7 @@ impl Database {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn error(&self, op: &'static str, source: rusqlite::Error) -> DbError {
+    pub(crate) fn error(&self, op: &'static str, source: rusqlite::Error) -> DbError {
         sqlite_error(&self.path, op, source)
     }
 
@@ -366,7 +510,7 @@ impl Database {
         })
     }
 
-    fn digest(&self, what: &'static str, value: String) -> Result<Digest, DbError> {
+    pub(crate) fn digest(&self, what: &'static str, value: String) -> Result<Digest, DbError> {
         value
             .parse()
             .map_err(|e: crate::digest::DigestError| DbError::BadValue {
@@ -377,7 +521,7 @@ impl Database {
             })
     }
 
-    fn size(&self, value: i64) -> Result<u64, DbError> {
+    pub(crate) fn size(&self, value: i64) -> Result<u64, DbError> {
         u64::try_from(value).map_err(|e| DbError::BadValue {
             path: self.path.clone(),
             what: "size",
@@ -387,7 +531,7 @@ impl Database {
     }
 
     /// SQLite integers are signed 64-bit; no real blob is 8 EiB, but say so rather than wrap.
-    fn size_to_sql(&self, digest: &Digest, size: u64) -> Result<i64, DbError> {
+    pub(crate) fn size_to_sql(&self, digest: &Digest, size: u64) -> Result<i64, DbError> {
         i64::try_from(size).map_err(|_| DbError::SizeTooLarge {
             path: self.path.clone(),
             digest: *digest,
@@ -520,6 +664,30 @@ mod tests {
     }
 
     #[test]
+    fn cache_records_and_step_history_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("cache.db")).unwrap();
+        let (key, empty_key) = (Digest::of(b"k"), Digest::of(b"e"));
+        assert_eq!(db.cache_record(&key).unwrap(), None);
+        let layer = RecordedLayer {
+            diff_id: Digest::of(b"tar"),
+            blob: Digest::of(b"gz"),
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            size: 42,
+        };
+        db.set_cache_record(&key, Some(&layer)).unwrap();
+        db.set_cache_record(&empty_key, None).unwrap();
+        assert_eq!(db.cache_record(&key).unwrap().unwrap().layer, Some(layer));
+        assert_eq!(db.cache_record(&empty_key).unwrap().unwrap().layer, None);
+        assert_eq!(db.step_inputs("[s 1/2] RUN x").unwrap(), None);
+        db.set_step_inputs("[s 1/2] RUN x", &key, "{}").unwrap();
+        assert_eq!(
+            db.step_inputs("[s 1/2] RUN x").unwrap(),
+            Some((key, "{}".to_string()))
+        );
+    }
+
+    #[test]
     fn newer_schema_is_refused_with_both_versions() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.db");
@@ -534,7 +702,7 @@ mod tests {
                 err,
                 DbError::NewerSchema {
                     found: 99,
-                    supported: 2,
+                    supported: 3,
                     ..
                 }
             ),
