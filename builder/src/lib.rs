@@ -13,6 +13,7 @@ pub mod images;
 pub mod interrupt;
 pub mod output;
 pub mod platforms;
+pub mod progress;
 pub mod registry;
 pub mod snapshot;
 pub mod solve;
