@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context};
+use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use rbuild_cache::image::{
@@ -68,6 +69,8 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<()> {
         inputs.context.as_ref(),
         layer_options,
     );
+    solver.no_cache = uncached_steps(&graph, args)?;
+    solver.scope = format!("{}\n{}", args.context, dockerfile_scope(args));
     let layers = solver.solve(&graph, stage.head)?;
     // A signal during the last step: stop here rather than export a half-wanted image.
     ensure!(!crate::interrupt::interrupted(), "interrupted");
@@ -211,6 +214,33 @@ fn output_specs(args: &BuildArgs) -> anyhow::Result<Vec<OutputSpec>> {
         }
     }
     Ok(specs)
+}
+
+/// The steps `--no-cache` (all) or `--no-cache-filter STAGE` (that stage's) make run.
+fn uncached_steps(
+    graph: &BuildGraph,
+    args: &BuildArgs,
+) -> anyhow::Result<std::collections::BTreeSet<NodeIndex>> {
+    let mut steps = std::collections::BTreeSet::new();
+    for stage in graph.stages.values() {
+        let named = args
+            .no_cache_filter
+            .iter()
+            .any(|f| stage.name.as_deref() == Some(f.as_str()) || *f == stage.index.to_string());
+        if args.no_cache || named {
+            steps.extend(stage.vertices.iter().copied());
+        }
+    }
+    Ok(steps)
+}
+
+/// The Dockerfile as the step history knows it: its path, or `-` for stdin.
+fn dockerfile_scope(args: &BuildArgs) -> String {
+    let dockerfile = args.file.clone().unwrap_or_else(|| "Dockerfile".into());
+    match std::fs::canonicalize(&args.context) {
+        Ok(context) => format!("{}\n{dockerfile}", context.display()),
+        Err(_) => dockerfile,
+    }
 }
 
 /// The target stage's root image (`None` for scratch), whose config and history the image

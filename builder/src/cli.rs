@@ -281,6 +281,10 @@ pub struct BuildArgs {
     #[arg(long)]
     pub no_cache: bool,
 
+    /// Do not use the cache for the steps of this stage (name or index); repeatable.
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+
     /// Always attempt to pull all referenced images.
     #[arg(long)]
     pub pull: bool,

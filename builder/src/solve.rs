@@ -1,6 +1,7 @@
 //! The solver: runs the vertices the target needs, inputs first, and gives each its result —
-//! a chain of layers (bottom first) or the build context. One vertex at a time for now; the
-//! parallel scheduler and the cache arrive with issue #6.
+//! a chain of layers (bottom first) or the build context. Each step has a cache key
+//! ([`crate::cachekey`]); a step whose key has a record reuses its layer without running, and
+//! a miss says what changed since the same step's last build. One vertex at a time for now.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -18,6 +19,7 @@ use rbuild_frontend::graph::{BuildGraph, Edge, ExecOp, FileOp, Op, Vertex};
 use rbuild_frontend::instructions::NetworkMode;
 
 use crate::bases::StoreBases;
+use crate::cachekey::KeyInputs;
 use crate::executor::{BindMount, Executor, Network, OutputSink, RunSpec, Stream};
 use crate::fileop::{self, SourceTree};
 use crate::snapshot::{LayerDir, Snapshots};
@@ -59,6 +61,12 @@ pub struct Solver<'a> {
     pub results: BTreeMap<NodeIndex, Solved>,
     /// Steps whose change was empty: they add no layer (their history entry is empty_layer).
     pub empty_steps: std::collections::BTreeSet<NodeIndex>,
+    /// Steps that must run even when their key has a record (`--no-cache`, `--no-cache-filter`).
+    pub no_cache: std::collections::BTreeSet<NodeIndex>,
+    /// Names this build's steps apart from other projects' in the step history: the context
+    /// and Dockerfile paths.
+    pub scope: String,
+    keys: BTreeMap<NodeIndex, Digest>,
     step: usize,
 }
 
@@ -80,6 +88,9 @@ impl<'a> Solver<'a> {
             layer_options,
             results: BTreeMap::new(),
             empty_steps: std::collections::BTreeSet::new(),
+            no_cache: std::collections::BTreeSet::new(),
+            scope: String::new(),
+            keys: BTreeMap::new(),
             step: 0,
         }
     }
@@ -105,27 +116,200 @@ impl<'a> Solver<'a> {
 
     fn solve_vertex(&mut self, graph: &BuildGraph, index: NodeIndex) -> anyhow::Result<Solved> {
         let vertex = &graph.graph[index];
+        let mut inputs = KeyInputs {
+            op: serde_json::to_value(&vertex.op)?,
+            inputs: self.input_keys(graph, index),
+            ..KeyInputs::default()
+        };
         match &vertex.op {
-            Op::Scratch => Ok(Solved::Layers(Vec::new())),
-            Op::Context { .. } => Ok(Solved::Context),
+            Op::Scratch => {
+                self.keys.insert(index, inputs.key());
+                Ok(Solved::Layers(Vec::new()))
+            }
+            Op::Context { .. } => {
+                self.keys.insert(index, inputs.key());
+                Ok(Solved::Context)
+            }
             Op::Image {
                 reference,
                 platform,
-            } => self.base_layers(reference, platform).map(Solved::Layers),
+            } => {
+                let base = self.bases.get(reference, platform)?;
+                inputs.base = Some(Digest::of(base.manifest.bytes()));
+                self.keys.insert(index, inputs.key());
+                self.base_layers(reference, platform).map(Solved::Layers)
+            }
             Op::Exec(exec) => {
                 let parents = self.rootfs_input(graph, index)?;
-                self.step(index, vertex, &parents, |solver, root| {
+                self.cached_step(index, vertex, &parents, Some(inputs), |solver, root| {
                     solver.run(exec, root)
                 })
             }
             Op::File(file) => {
                 let parents = self.rootfs_input(graph, index)?;
                 let source = self.source_input(graph, index)?;
-                self.step(index, vertex, &parents, |solver, root| {
+                let inputs = self.with_files(file, source.as_ref(), inputs)?;
+                self.cached_step(index, vertex, &parents, inputs, |solver, root| {
                     solver.file_op(file, source.as_ref(), root)
                 })
             }
         }
+    }
+
+    /// The step names and keys of `index`'s inputs, in edge order.
+    fn input_keys(&self, graph: &BuildGraph, index: NodeIndex) -> Vec<(String, Digest)> {
+        let mut edges: Vec<_> = graph
+            .graph
+            .edges_directed(index, Direction::Incoming)
+            .map(|e| e.source())
+            .collect();
+        edges.sort();
+        edges
+            .into_iter()
+            .map(|input| (graph.graph[input].name.clone(), self.keys[&input]))
+            .collect()
+    }
+
+    /// A step through the cache: a recorded result is reused; otherwise the step runs, after
+    /// saying why it missed, and its result is recorded. `None` inputs: a step that must always
+    /// run (its inputs cannot be known before), whose key is then unique to this run.
+    fn cached_step(
+        &mut self,
+        index: NodeIndex,
+        vertex: &Vertex,
+        parents: &[SolvedLayer],
+        inputs: Option<KeyInputs>,
+        change: impl FnOnce(&mut Self, &Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Solved> {
+        let Some(inputs) = inputs else {
+            let unique = Digest::of(format!("{:?}{}", Instant::now(), vertex.digest).as_bytes());
+            self.keys.insert(index, unique);
+            return self.step(index, vertex, parents, None, change);
+        };
+        let key = inputs.key();
+        self.keys.insert(index, key);
+        let step_id = format!("{}\n{}", self.scope, vertex.name);
+        if !self.no_cache.contains(&index) {
+            if let Some(solved) = self.reuse(index, vertex, parents, &key)? {
+                self.remember(&step_id, &key, &inputs)?;
+                return Ok(solved);
+            }
+        }
+        let reasons = self.miss_reasons(&step_id, &inputs, index);
+        let solved = self.step(index, vertex, parents, Some(&reasons), change)?;
+        let layer = match &solved {
+            Solved::Layers(layers) if !self.empty_steps.contains(&index) => {
+                layers.last().map(|l| rbuild_cache::db::RecordedLayer {
+                    diff_id: *l.diff_id(),
+                    blob: l.blob.digest,
+                    media_type: l.blob.media_type.clone(),
+                    size: l.blob.size,
+                })
+            }
+            _ => None,
+        };
+        self.state.db.set_cache_record(&key, layer.as_ref())?;
+        self.remember(&step_id, &key, &inputs)?;
+        Ok(solved)
+    }
+
+    /// The recorded result of `key`, when its layer is still in the store.
+    fn reuse(
+        &mut self,
+        index: NodeIndex,
+        vertex: &Vertex,
+        parents: &[SolvedLayer],
+        key: &Digest,
+    ) -> anyhow::Result<Option<Solved>> {
+        let Some(record) = self.state.db.cache_record(key)? else {
+            return Ok(None);
+        };
+        let mut layers = parents.to_vec();
+        match record.layer {
+            None => {
+                self.empty_steps.insert(index);
+            }
+            Some(layer) => {
+                // Pruned since: the step runs again.
+                if !self.state.content.contains(&layer.blob) {
+                    return Ok(None);
+                }
+                let dir = match self.snapshots.layer(&layer.diff_id) {
+                    Some(dir) => dir,
+                    None => {
+                        let blob = self.state.content.open_blob(&layer.blob)?;
+                        self.snapshots
+                            .layer_from_blob(&layer.diff_id, std::io::BufReader::new(blob))?
+                    }
+                };
+                let blob = Descriptor::new(layer.media_type, layer.blob, layer.size);
+                layers.push(SolvedLayer { dir, blob });
+            }
+        }
+        self.step += 1;
+        progress(format_args!("#{} {}", self.step, vertex.name));
+        progress(format_args!("#{} CACHED", self.step));
+        Ok(Some(Solved::Layers(layers)))
+    }
+
+    /// Why `inputs` missed: what differs from the same step's inputs last time.
+    fn miss_reasons(&self, step_id: &str, inputs: &KeyInputs, index: NodeIndex) -> Vec<String> {
+        if self.no_cache.contains(&index) {
+            return vec!["the cache is off for this step (--no-cache)".into()];
+        }
+        let before = self.state.db.step_inputs(step_id).ok().flatten();
+        match before.and_then(|(_, json)| serde_json::from_str::<KeyInputs>(&json).ok()) {
+            Some(before) => inputs.explain(&before),
+            None => vec!["first build of this step".into()],
+        }
+    }
+
+    fn remember(&self, step_id: &str, key: &Digest, inputs: &KeyInputs) -> anyhow::Result<()> {
+        let json = serde_json::to_string(inputs)?;
+        self.state.db.set_step_inputs(step_id, key, &json)?;
+        Ok(())
+    }
+
+    /// A COPY/ADD from the context: the checksum of exactly the files it reads joins its key.
+    /// An ADD of a URL cannot be known before it is fetched, so it always runs (`None`).
+    fn with_files(
+        &self,
+        file: &FileOp,
+        source: Option<&SourceInput>,
+        mut inputs: KeyInputs,
+    ) -> anyhow::Result<Option<KeyInputs>> {
+        let action = match file {
+            FileOp::Copy(action) => action,
+            FileOp::Add(add) => {
+                if add.copy.sources.iter().any(|s| fileop::is_remote(s)) {
+                    return Ok(None);
+                }
+                &add.copy
+            }
+            FileOp::Mkdir { .. } => return Ok(Some(inputs)),
+        };
+        if !matches!(source, Some(SourceInput::Context)) {
+            return Ok(Some(inputs));
+        }
+        let Some(context) = self.context else {
+            return Ok(Some(inputs));
+        };
+        let tree = SourceTree {
+            root: &context.root,
+            ignore: context.ignore.as_ref(),
+            is_context: true,
+        };
+        let paths = fileop::selected_sources(action, &tree)?;
+        let checksum = rbuild_cache::checksum::checksum(&context.root, &paths, &self.state.db)?;
+        inputs.files = Some(crate::cachekey::Files {
+            digest: checksum.digest,
+            each: checksum
+                .files
+                .into_iter()
+                .map(|f| (f.path.to_string_lossy().into_owned(), f.digest))
+                .collect(),
+        });
+        Ok(Some(inputs))
     }
 
     /// Unpacks (once) the layers of a base image.
@@ -166,6 +350,7 @@ impl<'a> Solver<'a> {
         index: NodeIndex,
         vertex: &Vertex,
         parents: &[SolvedLayer],
+        miss: Option<&[String]>,
         change: impl FnOnce(&mut Self, &Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<Solved> {
         if crate::interrupt::interrupted() {
@@ -174,6 +359,9 @@ impl<'a> Solver<'a> {
         self.step += 1;
         let started = Instant::now();
         progress(format_args!("#{} {}", self.step, vertex.name));
+        for reason in miss.unwrap_or_default() {
+            progress(format_args!("#{} miss: {reason}", self.step));
+        }
         match self.change_and_commit(index, parents, change) {
             Ok(solved) => {
                 let secs = started.elapsed().as_secs_f64();

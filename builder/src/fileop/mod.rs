@@ -79,6 +79,8 @@ pub fn selected_sources(
     Ok(out)
 }
 
+pub(crate) use add::is_remote;
+
 /// Whether `path` is a tar archive, plain or compressed (gzip, bzip2, xz, zstd), by content.
 pub fn is_archive(path: &Path) -> bool {
     add::is_archive(path)

@@ -2,6 +2,7 @@
 //! `testdata/cli/`, with insta snapshots of exit code, stdout and stderr.
 
 mod build;
+mod cache;
 mod cases;
 mod crash;
 mod debug;

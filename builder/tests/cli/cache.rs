@@ -1,0 +1,216 @@
+//! The build cache: which steps hit, which run again and why, on a state root of each test's
+//! own. Steps are COPYs (no container runtime needed) unless a test says otherwise.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tempfile::TempDir;
+
+use crate::util::{rbuild, run, Output};
+
+/// A context directory and a state root of the test's own.
+struct Project {
+    dir: TempDir,
+}
+
+impl Project {
+    fn new(dockerfile: &str, files: &[(&str, &str)]) -> Project {
+        let project = Project {
+            dir: TempDir::new().unwrap(),
+        };
+        project.write("ctx/Dockerfile", dockerfile);
+        for (path, content) in files {
+            project.write(&format!("ctx/{path}"), content);
+        }
+        project
+    }
+
+    fn write(&self, path: &str, content: &str) {
+        let path = self.dir.path().join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn build(&self, extra: &[&str]) -> Steps {
+        let out = run(rbuild(self.dir.path())
+            .env("RBUILD_ROOT", self.root())
+            .arg("build")
+            .args(extra)
+            .arg("ctx"));
+        assert_eq!(out.code, 0, "{out}");
+        Steps::read(out)
+    }
+}
+
+/// Each step of a build's plain progress: its name, whether it was CACHED, its miss reasons.
+struct Steps {
+    steps: Vec<Step>,
+    out: Output,
+}
+
+#[derive(Debug)]
+struct Step {
+    name: String,
+    cached: bool,
+    misses: Vec<String>,
+}
+
+impl Steps {
+    fn read(out: Output) -> Steps {
+        let mut steps: Vec<Step> = Vec::new();
+        for line in out.stderr.lines() {
+            let Some((number, rest)) = line.strip_prefix('#').and_then(|l| l.split_once(' '))
+            else {
+                continue;
+            };
+            let Ok(number) = number.parse::<usize>() else {
+                continue;
+            };
+            if number > steps.len() {
+                steps.push(Step {
+                    name: rest.to_string(),
+                    cached: false,
+                    misses: Vec::new(),
+                });
+                continue;
+            }
+            let step = &mut steps[number - 1];
+            if rest == "CACHED" {
+                step.cached = true;
+            } else if let Some(reason) = rest.strip_prefix("miss: ") {
+                step.misses.push(reason.to_string());
+            }
+        }
+        Steps { steps, out }
+    }
+
+    fn cached(&self) -> Vec<bool> {
+        self.steps.iter().map(|s| s.cached).collect()
+    }
+
+    fn misses(&self, step: usize) -> &[String] {
+        &self.steps[step].misses
+    }
+}
+
+impl std::fmt::Display for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}\n{}", self.steps, self.out)
+    }
+}
+
+const THREE_COPIES: &str = "FROM scratch\nCOPY a /a\nCOPY b /b\nCOPY c /c\n";
+
+fn three_files() -> [(&'static str, &'static str); 3] {
+    [("a", "1\n"), ("b", "2\n"), ("c", "3\n")]
+}
+
+#[test]
+fn an_unchanged_rebuild_hits_every_step() {
+    let project = Project::new(THREE_COPIES, &three_files());
+    let first = project.build(&[]);
+    assert_eq!(first.cached(), [false, false, false], "{first}");
+    assert_eq!(first.misses(0), ["first build of this step"], "{first}");
+    let second = project.build(&[]);
+    assert_eq!(second.cached(), [true, true, true], "{second}");
+}
+
+#[test]
+fn one_changed_file_reruns_its_copy_and_what_follows_and_says_why() {
+    let project = Project::new(THREE_COPIES, &three_files());
+    project.build(&[]);
+    project.write("ctx/b", "two\n");
+    let steps = project.build(&[]);
+    assert_eq!(steps.cached(), [true, false, false], "{steps}");
+    assert_eq!(steps.steps[1].name, "[stage-0 2/3] COPY b /b", "{steps}");
+    assert_eq!(steps.misses(1), ["file b changed"], "{steps}");
+    assert_eq!(
+        steps.misses(2),
+        ["an earlier step changed: [stage-0 2/3] COPY b /b"],
+        "{steps}"
+    );
+    // The new content is in the image.
+    let out = project.dir.path().join("out");
+    let dest = format!("type=local,dest={}", out.display());
+    project.build(&["-o", &dest]);
+    assert_eq!(fs::read_to_string(out.join("b")).unwrap(), "two\n");
+}
+
+#[test]
+fn ignored_files_and_unused_build_args_miss_nothing() {
+    let project = Project::new("FROM scratch\nARG USED=1\nCOPY . /src/\n", &three_files());
+    project.write("ctx/.dockerignore", "c\n");
+    project.build(&[]);
+    project.write("ctx/c", "changed but ignored\n");
+    let steps = project.build(&["--build-arg", "UNUSED=x"]);
+    assert_eq!(steps.cached(), [true], "{steps}");
+    // A build arg the step sees is part of its key; COPY does not see ARGs, RUN would.
+    project.write("ctx/a", "changed\n");
+    let steps = project.build(&[]);
+    assert_eq!(steps.cached(), [false], "{steps}");
+    assert_eq!(steps.misses(0), ["file a changed"], "{steps}");
+}
+
+#[test]
+fn mode_changes_miss_and_mtime_changes_do_not() {
+    use std::os::unix::fs::PermissionsExt;
+    let project = Project::new(THREE_COPIES, &three_files());
+    project.build(&[]);
+    let a = project.dir.path().join("ctx/a");
+    let file = fs::File::options().write(true).open(&a).unwrap();
+    file.set_modified(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap();
+    assert_eq!(project.build(&[]).cached(), [true, true, true]);
+    fs::set_permissions(&a, fs::Permissions::from_mode(0o600)).unwrap();
+    let steps = project.build(&[]);
+    assert_eq!(steps.cached(), [false, false, false], "{steps}");
+    assert_eq!(steps.misses(0), ["file a changed"], "{steps}");
+}
+
+#[test]
+fn no_cache_runs_every_step_and_no_cache_filter_those_of_one_stage() {
+    let dockerfile =
+        "FROM scratch AS one\nCOPY a /a\nFROM scratch\nCOPY --from=one /a /a\nCOPY b /b\n";
+    let project = Project::new(dockerfile, &three_files());
+    project.build(&[]);
+    let all = project.build(&["--no-cache"]);
+    assert_eq!(all.cached(), [false, false, false], "{all}");
+    assert_eq!(
+        all.misses(0),
+        ["the cache is off for this step (--no-cache)"]
+    );
+    let one = project.build(&["--no-cache-filter", "one"]);
+    // Stage `one` runs again; its output is the same, so the final stage hits.
+    assert_eq!(one.cached(), [false, true, true], "{one}");
+}
+
+#[test]
+fn a_failed_step_records_nothing() {
+    let project = Project::new("FROM scratch\nCOPY a /a\nCOPY missing /m\n", &three_files());
+    let out = run(rbuild(project.dir.path())
+        .env("RBUILD_ROOT", project.root())
+        .args(["build", "ctx"]));
+    assert_eq!(out.code, 1, "{out}");
+    project.write("ctx/missing", "now here\n");
+    let steps = project.build(&[]);
+    assert_eq!(steps.cached(), [true, false], "{steps}");
+    assert_eq!(steps.misses(1), ["first build of this step"], "{steps}");
+}
+
+#[test]
+fn a_pruned_layer_is_made_again() {
+    let project = Project::new(THREE_COPIES, &three_files());
+    project.build(&["-o", "type=tar,dest=/dev/null"]);
+    // Nothing names the image, so prune removes its blobs: the records cannot be used.
+    let out = run(rbuild(project.dir.path())
+        .env("RBUILD_ROOT", project.root())
+        .arg("prune"));
+    assert_eq!(out.code, 0, "{out}");
+    let steps = project.build(&[]);
+    assert_eq!(steps.cached(), [false, false, false], "{steps}");
+    assert!(Path::new(&project.root()).exists());
+}
