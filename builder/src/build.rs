@@ -33,6 +33,15 @@ use crate::timestamp;
 const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
 
 pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<()> {
+    crate::progress::install(args.progress);
+    let built = build(root, args);
+    let image_id = built.as_ref().ok().map(|id| id.to_string());
+    crate::progress::current().finished(image_id.as_deref());
+    built.map(|_| ())
+}
+
+/// The build itself; returns the image ID (config digest).
+fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::Digest> {
     let outputs = output_specs(args)?;
     let state = State::open(root, Access::Shared)?;
     let inputs = read_inputs(args, &state)?;
@@ -95,7 +104,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.metadata_file {
         write_metadata(path, &image)?;
     }
-    Ok(())
+    Ok(image.config_digest)
 }
 
 /// The Dockerfile and the build context, as the user gave them.

@@ -4,7 +4,6 @@
 //! a miss says what changed since the same step's last build. One vertex at a time for now.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -22,6 +21,7 @@ use crate::bases::StoreBases;
 use crate::cachekey::KeyInputs;
 use crate::executor::{BindMount, Executor, Network, OutputSink, RunSpec, Stream};
 use crate::fileop::{self, SourceTree};
+use crate::progress::{current as reporter, LogStream, VertexInfo};
 use crate::snapshot::{LayerDir, Snapshots};
 use crate::state::State;
 
@@ -67,7 +67,8 @@ pub struct Solver<'a> {
     /// and Dockerfile paths.
     pub scope: String,
     keys: BTreeMap<NodeIndex, Digest>,
-    step: usize,
+    /// The vertex being solved, as progress names it.
+    info: VertexInfo,
 }
 
 impl<'a> Solver<'a> {
@@ -91,7 +92,11 @@ impl<'a> Solver<'a> {
             no_cache: std::collections::BTreeSet::new(),
             scope: String::new(),
             keys: BTreeMap::new(),
-            step: 0,
+            info: VertexInfo {
+                digest: String::new(),
+                name: String::new(),
+                inputs: Vec::new(),
+            },
         }
     }
 
@@ -116,6 +121,15 @@ impl<'a> Solver<'a> {
 
     fn solve_vertex(&mut self, graph: &BuildGraph, index: NodeIndex) -> anyhow::Result<Solved> {
         let vertex = &graph.graph[index];
+        self.info = VertexInfo {
+            digest: vertex.digest.clone(),
+            name: vertex.name.clone(),
+            inputs: graph
+                .graph
+                .edges_directed(index, Direction::Incoming)
+                .map(|e| graph.graph[e.source()].digest.clone())
+                .collect(),
+        };
         let mut inputs = KeyInputs {
             op: serde_json::to_value(&vertex.op)?,
             inputs: self.input_keys(graph, index),
@@ -190,7 +204,7 @@ impl<'a> Solver<'a> {
         self.keys.insert(index, key);
         let step_id = format!("{}\n{}", self.scope, vertex.name);
         if !self.no_cache.contains(&index) {
-            if let Some(solved) = self.reuse(index, vertex, parents, &key)? {
+            if let Some(solved) = self.reuse(index, parents, &key)? {
                 self.remember(&step_id, &key, &inputs)?;
                 return Ok(solved);
             }
@@ -217,7 +231,6 @@ impl<'a> Solver<'a> {
     fn reuse(
         &mut self,
         index: NodeIndex,
-        vertex: &Vertex,
         parents: &[SolvedLayer],
         key: &Digest,
     ) -> anyhow::Result<Option<Solved>> {
@@ -246,9 +259,7 @@ impl<'a> Solver<'a> {
                 layers.push(SolvedLayer { dir, blob });
             }
         }
-        self.step += 1;
-        progress(format_args!("#{} {}", self.step, vertex.name));
-        progress(format_args!("#{} CACHED", self.step));
+        reporter().cached(&self.info);
         Ok(Some(Solved::Layers(layers)))
     }
 
@@ -356,20 +367,18 @@ impl<'a> Solver<'a> {
         if crate::interrupt::interrupted() {
             bail!("interrupted");
         }
-        self.step += 1;
-        let started = Instant::now();
-        progress(format_args!("#{} {}", self.step, vertex.name));
-        for reason in miss.unwrap_or_default() {
-            progress(format_args!("#{} miss: {reason}", self.step));
+        let info = self.info.clone();
+        reporter().started(&info);
+        if let Some(reasons) = miss {
+            reporter().miss_reason(&info, reasons);
         }
         match self.change_and_commit(index, parents, change) {
             Ok(solved) => {
-                let secs = started.elapsed().as_secs_f64();
-                progress(format_args!("#{} DONE {secs:.1}s", self.step));
+                reporter().completed(&info);
                 Ok(solved)
             }
             Err(e) => {
-                progress(format_args!("#{} ERROR: {e:#}", self.step));
+                reporter().failed(&info, &format!("{e:#}"));
                 Err(e.context(vertex.name.clone()))
             }
         }
@@ -430,7 +439,9 @@ impl<'a> Solver<'a> {
             hostname: "buildkitsandbox".to_string(),
             mounts,
         };
-        let mut sink = StepOutput { step: self.step };
+        let mut sink = StepOutput {
+            vertex: self.info.clone(),
+        };
         self.executor.run(root, &spec, &mut sink)?;
         Ok(())
     }
@@ -566,26 +577,23 @@ fn heredoc_files(exec: &ExecOp, scratch: &Path) -> anyhow::Result<Vec<BindMount>
     Ok(mounts)
 }
 
-/// RUN output on stderr, each line prefixed with its step number as BuildKit's plain
-/// progress does.
+/// RUN output, to the reporter as the step's log.
 struct StepOutput {
-    step: usize,
+    vertex: VertexInfo,
 }
 
 impl OutputSink for StepOutput {
-    fn output(&mut self, _stream: Stream, bytes: &[u8]) {
-        let mut err = std::io::stderr().lock();
-        for line in bytes.split_inclusive(|b| *b == b'\n') {
-            let _ = write!(err, "#{} ", self.step);
-            let _ = err.write_all(line);
-            if !line.ends_with(b"\n") {
-                let _ = err.write_all(b"\n");
-            }
-        }
+    fn output(&mut self, stream: Stream, bytes: &[u8]) {
+        let stream = match stream {
+            Stream::Stdout => LogStream::Stdout,
+            Stream::Stderr => LogStream::Stderr,
+        };
+        reporter().log(&self.vertex, stream, bytes);
     }
 }
 
-/// A progress line on stderr; a closed stderr is not a reason to fail the build.
+/// A line of progress not tied to a step (registry transfers, warnings, the image written),
+/// through the build's reporter.
 pub(crate) fn progress(line: std::fmt::Arguments) {
-    let _ = writeln!(std::io::stderr(), "{line}");
+    reporter().message(&line.to_string());
 }

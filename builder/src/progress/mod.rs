@@ -58,6 +58,21 @@ pub trait Reporter: Send + Sync {
     fn finished(&self, image_id: Option<&str>);
 }
 
+/// The process's reporter: set once by the build from `--progress`; plain text on stderr until
+/// then (and for commands without a progress mode: push, pull).
+static REPORTER: std::sync::OnceLock<Box<dyn Reporter>> = std::sync::OnceLock::new();
+
+/// Makes `mode`'s reporter the process's; a second call keeps the first.
+pub fn install(mode: Progress) {
+    let _ = REPORTER.set(reporter(mode));
+}
+
+pub fn current() -> &'static dyn Reporter {
+    REPORTER
+        .get_or_init(|| Box::new(Plain::new(Box::new(io::stderr()))))
+        .as_ref()
+}
+
 /// The reporter for a `--progress` mode. `Auto` is `Tty` when stderr is a terminal and `Plain`
 /// otherwise, as in BuildKit; an explicit `Tty` draws even into a pipe because it was asked for.
 pub fn reporter(mode: Progress) -> Box<dyn Reporter> {
