@@ -2,8 +2,8 @@
 //! disk (`oci-layout://PATH[:TAG|@DIGEST]`), or a registry. A name that came from a registry
 //! is re-resolved there by every build (one HEAD request); its blobs are fetched only once.
 
-use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{bail, Context};
 use rbuild_cache::image::oci_layout::{parse_layout_ref, OciDir};
@@ -29,22 +29,22 @@ pub struct BaseImage {
 /// for the build that follows.
 pub struct StoreBases<'s> {
     state: &'s State,
-    resolved: RefCell<BTreeMap<(String, String), Result<BaseImage, String>>>,
+    resolved: Mutex<BTreeMap<(String, String), Result<BaseImage, String>>>,
     options: RegistryOptions,
     /// `--pull`: ask the registry even for names the store has, and never fall back to them.
     pull: bool,
     /// Started on first use: builds from local images never touch the network.
-    registry: OnceCell<Registry>,
+    registry: OnceLock<Registry>,
 }
 
 impl<'s> StoreBases<'s> {
     pub fn new(state: &'s State, options: RegistryOptions, pull: bool) -> Self {
         StoreBases {
             state,
-            resolved: RefCell::new(BTreeMap::new()),
+            resolved: Mutex::new(BTreeMap::new()),
             options,
             pull,
-            registry: OnceCell::new(),
+            registry: OnceLock::new(),
         }
     }
 
@@ -60,13 +60,15 @@ impl<'s> StoreBases<'s> {
     /// The base image `reference` for `platform`, or the reason it is not available.
     pub fn get(&self, reference: &str, platform: &Platform) -> anyhow::Result<BaseImage> {
         let key = (reference.to_string(), platform_string(platform));
-        if let Some(found) = self.resolved.borrow().get(&key) {
-            return found.clone().map_err(anyhow::Error::msg);
-        }
-        let found = self
-            .resolve(reference, platform)
-            .map_err(|e| format!("base image {reference}: {e:#}"));
-        self.resolved.borrow_mut().insert(key, found.clone());
+        // Held while resolving: two stages on one base pull it once.
+        let mut resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        let found = resolved
+            .entry(key)
+            .or_insert_with(|| {
+                self.resolve(reference, platform)
+                    .map_err(|e| format!("base image {reference}: {e:#}"))
+            })
+            .clone();
         found.map_err(anyhow::Error::msg)
     }
 

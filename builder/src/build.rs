@@ -80,16 +80,16 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
     );
     solver.no_cache = uncached_steps(&graph, args)?;
     solver.scope = format!("{}\n{}", args.context, dockerfile_scope(args));
-    let layers = solver.solve(&graph, stage.head)?;
+    solver.jobs = args.jobs.unwrap_or(solver.jobs);
+    let solution = solver.solve(&graph, stage.head)?;
     // A signal during the last step: stop here rather than export a half-wanted image.
     ensure!(!crate::interrupt::interrupted(), "interrupted");
-    let empty_steps = solver.empty_steps.clone();
     let image = assemble(
         &state,
         stage,
         base.as_ref(),
-        &layers,
-        &empty_steps,
+        &solution.layers,
+        &solution.empty_steps,
         &created,
         args,
     )?;

@@ -281,6 +281,10 @@ pub struct BuildArgs {
     #[arg(long)]
     pub no_cache: bool,
 
+    /// How many RUN steps may run at once (default: the number of CPUs).
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
+
     /// Do not use the cache for the steps of this stage (name or index); repeatable.
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,

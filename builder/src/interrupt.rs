@@ -27,6 +27,7 @@ static CLEANUPS: Mutex<BTreeMap<(Kind, u64), Cleanup>> = Mutex::new(BTreeMap::ne
 static NEXT: AtomicU64 = AtomicU64::new(0);
 static INSTALL: Once = Once::new();
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static CANCELLED: AtomicBool = AtomicBool::new(false);
 
 /// How long the build gets to unwind by itself after the first signal.
 const GRACE: Duration = Duration::from_secs(20);
@@ -50,7 +51,7 @@ pub fn register(cleanup: impl FnOnce() + Send + 'static) -> Guard {
 /// once, on another thread, if one already did (the signal came while it was being started).
 pub fn register_stop(stop: impl FnOnce() + Send + 'static) -> Guard {
     let guard = add(Kind::Stop, Box::new(stop));
-    if interrupted() {
+    if stopping() {
         let late = lock().remove(&guard.0);
         if let Some(stop) = late {
             std::thread::spawn(stop);
@@ -68,6 +69,18 @@ fn add(kind: Kind, cleanup: Cleanup) -> Guard {
 /// Whether a SIGINT/SIGTERM arrived: `main` exits 130 then, whatever the build returned.
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Whether work in flight should stop: a signal arrived, or a failed step cancelled the rest.
+pub fn stopping() -> bool {
+    interrupted() || CANCELLED.load(Ordering::SeqCst)
+}
+
+/// A step failed: stop the others as a signal would (running containers are killed and the
+/// steps unwind), but the build's exit code stays the failure's.
+pub fn cancel() {
+    CANCELLED.store(true, Ordering::SeqCst);
+    run(Some(Kind::Stop));
 }
 
 /// Starts the thread that waits for SIGINT/SIGTERM (once per process).

@@ -3,8 +3,9 @@
 //! ([`crate::cachekey`]); a step whose key has a record reuses its layer without running, and
 //! a miss says what changed since the same step's last build. One vertex at a time for now.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -58,17 +59,35 @@ pub struct Solver<'a> {
     pub bases: &'a StoreBases<'a>,
     pub context: Option<&'a BuildContext>,
     pub layer_options: LayerOptions,
-    pub results: BTreeMap<NodeIndex, Solved>,
-    /// Steps whose change was empty: they add no layer (their history entry is empty_layer).
-    pub empty_steps: std::collections::BTreeSet<NodeIndex>,
     /// Steps that must run even when their key has a record (`--no-cache`, `--no-cache-filter`).
-    pub no_cache: std::collections::BTreeSet<NodeIndex>,
+    pub no_cache: BTreeSet<NodeIndex>,
     /// Names this build's steps apart from other projects' in the step history: the context
     /// and Dockerfile paths.
     pub scope: String,
-    keys: BTreeMap<NodeIndex, Digest>,
-    /// The vertex being solved, as progress names it.
-    info: VertexInfo,
+    /// At most this many RUN steps at once (`-j`).
+    pub jobs: usize,
+}
+
+/// A solved vertex: its result, its cache key, and whether it changed nothing.
+#[derive(Clone, Debug)]
+pub struct Done {
+    pub solved: Solved,
+    pub key: Digest,
+    pub empty: bool,
+}
+
+/// The target's layers and the steps that added none (their history entries are empty_layer).
+pub struct Solution {
+    pub layers: Vec<SolvedLayer>,
+    pub empty_steps: BTreeSet<NodeIndex>,
+}
+
+/// What the threads solving vertices share.
+#[derive(Default)]
+struct Board {
+    done: BTreeMap<NodeIndex, Done>,
+    running: BTreeSet<NodeIndex>,
+    failure: Option<anyhow::Error>,
 }
 
 impl<'a> Solver<'a> {
@@ -87,49 +106,173 @@ impl<'a> Solver<'a> {
             bases,
             context,
             layer_options,
-            results: BTreeMap::new(),
-            empty_steps: std::collections::BTreeSet::new(),
-            no_cache: std::collections::BTreeSet::new(),
+            no_cache: BTreeSet::new(),
             scope: String::new(),
-            keys: BTreeMap::new(),
-            info: VertexInfo {
-                digest: String::new(),
-                name: String::new(),
-                inputs: Vec::new(),
-            },
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 
-    /// Solves `target` and everything it needs; returns its layer chain.
-    pub fn solve(
-        &mut self,
-        graph: &BuildGraph,
-        target: NodeIndex,
-    ) -> anyhow::Result<Vec<SolvedLayer>> {
-        for vertex in inputs_first(graph, target) {
-            if self.results.contains_key(&vertex) {
-                continue;
+    /// Solves `target` and everything it needs, each vertex as soon as its inputs are ready,
+    /// independent ones at once. The first failure cancels the rest (running containers are
+    /// killed) and is the error returned once every started step has unwound.
+    pub fn solve(&self, graph: &BuildGraph, target: NodeIndex) -> anyhow::Result<Solution> {
+        let needed = inputs_first(graph, target);
+        let board = Mutex::new(Board::default());
+        let changed = Condvar::new();
+        let runs = Slots::new(self.jobs.max(1));
+        std::thread::scope(|scope| {
+            let mut guard = board.lock().unwrap();
+            loop {
+                if guard.failure.is_none() && !guard.done.contains_key(&target) {
+                    for &vertex in &needed {
+                        if guard.done.contains_key(&vertex) || guard.running.contains(&vertex) {
+                            continue;
+                        }
+                        let inputs = input_vertices(graph, vertex);
+                        if !inputs.iter().all(|i| guard.done.contains_key(i)) {
+                            continue;
+                        }
+                        let ready: BTreeMap<NodeIndex, Done> =
+                            inputs.iter().map(|i| (*i, guard.done[i].clone())).collect();
+                        guard.running.insert(vertex);
+                        let (board, changed, runs) = (&board, &changed, &runs);
+                        scope.spawn(move || {
+                            let result = Job::new(self, graph, vertex, ready).solve(runs);
+                            let mut guard = board.lock().unwrap();
+                            guard.running.remove(&vertex);
+                            match result {
+                                Ok(done) => {
+                                    guard.done.insert(vertex, done);
+                                }
+                                Err(e) if guard.failure.is_none() => {
+                                    guard.failure = Some(e);
+                                    crate::interrupt::cancel();
+                                }
+                                Err(_) => {}
+                            }
+                            changed.notify_all();
+                        });
+                    }
+                }
+                let finished = guard.done.contains_key(&target) || guard.failure.is_some();
+                if finished && guard.running.is_empty() {
+                    break;
+                }
+                guard = changed.wait(guard).unwrap();
             }
-            let solved = self.solve_vertex(graph, vertex)?;
-            self.results.insert(vertex, solved);
+        });
+        let mut board = board.into_inner().unwrap();
+        if let Some(e) = board.failure.take() {
+            return Err(e);
         }
-        match &self.results[&target] {
-            Solved::Layers(layers) => Ok(layers.clone()),
-            Solved::Context => bail!("the target is the build context, not a filesystem"),
+        let empty_steps = board
+            .done
+            .iter()
+            .filter(|(_, d)| d.empty)
+            .map(|(v, _)| *v)
+            .collect();
+        match board.done.remove(&target).map(|d| d.solved) {
+            Some(Solved::Layers(layers)) => Ok(Solution {
+                layers,
+                empty_steps,
+            }),
+            _ => bail!("the target is the build context, not a filesystem"),
         }
+    }
+}
+
+/// A counting semaphore: RUN steps take a slot (`-j`), file steps do not.
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots {
+            free: Mutex::new(n),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn take(&self) -> SlotGuard<'_> {
+        let mut free = self.free.lock().unwrap();
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap();
+        }
+        *free -= 1;
+        SlotGuard(self)
+    }
+}
+
+struct SlotGuard<'s>(&'s Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap() += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+fn input_vertices(graph: &BuildGraph, index: NodeIndex) -> Vec<NodeIndex> {
+    graph
+        .graph
+        .edges_directed(index, Direction::Incoming)
+        .map(|e| e.source())
+        .collect()
+}
+
+/// One vertex being solved, with its inputs' results.
+struct Job<'s, 'a> {
+    solver: &'s Solver<'a>,
+    graph: &'s BuildGraph,
+    index: NodeIndex,
+    inputs: BTreeMap<NodeIndex, Done>,
+    /// The vertex as progress names it.
+    info: VertexInfo,
+    key: Option<Digest>,
+    empty: bool,
+}
+
+impl<'s, 'a> Job<'s, 'a> {
+    fn new(
+        solver: &'s Solver<'a>,
+        graph: &'s BuildGraph,
+        index: NodeIndex,
+        inputs: BTreeMap<NodeIndex, Done>,
+    ) -> Self {
+        let vertex = &graph.graph[index];
+        let info = VertexInfo {
+            digest: vertex.digest.clone(),
+            name: vertex.name.clone(),
+            inputs: input_vertices(graph, index)
+                .into_iter()
+                .map(|i| graph.graph[i].digest.clone())
+                .collect(),
+        };
+        Job {
+            solver,
+            graph,
+            index,
+            inputs,
+            info,
+            key: None,
+            empty: false,
+        }
+    }
+
+    fn solve(mut self, runs: &Slots) -> anyhow::Result<Done> {
+        let _slot = matches!(self.graph.graph[self.index].op, Op::Exec(_)).then(|| runs.take());
+        let solved = self.solve_vertex(self.graph, self.index)?;
+        Ok(Done {
+            solved,
+            key: self.key.expect("every vertex gets a key"),
+            empty: self.empty,
+        })
     }
 
     fn solve_vertex(&mut self, graph: &BuildGraph, index: NodeIndex) -> anyhow::Result<Solved> {
         let vertex = &graph.graph[index];
-        self.info = VertexInfo {
-            digest: vertex.digest.clone(),
-            name: vertex.name.clone(),
-            inputs: graph
-                .graph
-                .edges_directed(index, Direction::Incoming)
-                .map(|e| graph.graph[e.source()].digest.clone())
-                .collect(),
-        };
         let mut inputs = KeyInputs {
             op: serde_json::to_value(&vertex.op)?,
             inputs: self.input_keys(graph, index),
@@ -137,20 +280,20 @@ impl<'a> Solver<'a> {
         };
         match &vertex.op {
             Op::Scratch => {
-                self.keys.insert(index, inputs.key());
+                self.key = Some(inputs.key());
                 Ok(Solved::Layers(Vec::new()))
             }
             Op::Context { .. } => {
-                self.keys.insert(index, inputs.key());
+                self.key = Some(inputs.key());
                 Ok(Solved::Context)
             }
             Op::Image {
                 reference,
                 platform,
             } => {
-                let base = self.bases.get(reference, platform)?;
+                let base = self.solver.bases.get(reference, platform)?;
                 inputs.base = Some(Digest::of(base.manifest.bytes()));
-                self.keys.insert(index, inputs.key());
+                self.key = Some(inputs.key());
                 self.base_layers(reference, platform).map(Solved::Layers)
             }
             Op::Exec(exec) => {
@@ -180,7 +323,7 @@ impl<'a> Solver<'a> {
         edges.sort();
         edges
             .into_iter()
-            .map(|input| (graph.graph[input].name.clone(), self.keys[&input]))
+            .map(|input| (graph.graph[input].name.clone(), self.inputs[&input].key))
             .collect()
     }
 
@@ -197,22 +340,22 @@ impl<'a> Solver<'a> {
     ) -> anyhow::Result<Solved> {
         let Some(inputs) = inputs else {
             let unique = Digest::of(format!("{:?}{}", Instant::now(), vertex.digest).as_bytes());
-            self.keys.insert(index, unique);
-            return self.step(index, vertex, parents, None, change);
+            self.key = Some(unique);
+            return self.step(vertex, parents, None, change);
         };
         let key = inputs.key();
-        self.keys.insert(index, key);
-        let step_id = format!("{}\n{}", self.scope, vertex.name);
-        if !self.no_cache.contains(&index) {
-            if let Some(solved) = self.reuse(index, parents, &key)? {
+        self.key = Some(key);
+        let step_id = format!("{}\n{}", self.solver.scope, vertex.name);
+        if !self.solver.no_cache.contains(&index) {
+            if let Some(solved) = self.reuse(parents, &key)? {
                 self.remember(&step_id, &key, &inputs)?;
                 return Ok(solved);
             }
         }
         let reasons = self.miss_reasons(&step_id, &inputs, index);
-        let solved = self.step(index, vertex, parents, Some(&reasons), change)?;
+        let solved = self.step(vertex, parents, Some(&reasons), change)?;
         let layer = match &solved {
-            Solved::Layers(layers) if !self.empty_steps.contains(&index) => {
+            Solved::Layers(layers) if !self.empty => {
                 layers.last().map(|l| rbuild_cache::db::RecordedLayer {
                     diff_id: *l.diff_id(),
                     blob: l.blob.digest,
@@ -222,36 +365,35 @@ impl<'a> Solver<'a> {
             }
             _ => None,
         };
-        self.state.db.set_cache_record(&key, layer.as_ref())?;
+        self.solver
+            .state
+            .db
+            .set_cache_record(&key, layer.as_ref())?;
         self.remember(&step_id, &key, &inputs)?;
         Ok(solved)
     }
 
     /// The recorded result of `key`, when its layer is still in the store.
-    fn reuse(
-        &mut self,
-        index: NodeIndex,
-        parents: &[SolvedLayer],
-        key: &Digest,
-    ) -> anyhow::Result<Option<Solved>> {
-        let Some(record) = self.state.db.cache_record(key)? else {
+    fn reuse(&mut self, parents: &[SolvedLayer], key: &Digest) -> anyhow::Result<Option<Solved>> {
+        let Some(record) = self.solver.state.db.cache_record(key)? else {
             return Ok(None);
         };
         let mut layers = parents.to_vec();
         match record.layer {
             None => {
-                self.empty_steps.insert(index);
+                self.empty = true;
             }
             Some(layer) => {
                 // Pruned since: the step runs again.
-                if !self.state.content.contains(&layer.blob) {
+                if !self.solver.state.content.contains(&layer.blob) {
                     return Ok(None);
                 }
-                let dir = match self.snapshots.layer(&layer.diff_id) {
+                let dir = match self.solver.snapshots.layer(&layer.diff_id) {
                     Some(dir) => dir,
                     None => {
-                        let blob = self.state.content.open_blob(&layer.blob)?;
-                        self.snapshots
+                        let blob = self.solver.state.content.open_blob(&layer.blob)?;
+                        self.solver
+                            .snapshots
                             .layer_from_blob(&layer.diff_id, std::io::BufReader::new(blob))?
                     }
                 };
@@ -265,10 +407,10 @@ impl<'a> Solver<'a> {
 
     /// Why `inputs` missed: what differs from the same step's inputs last time.
     fn miss_reasons(&self, step_id: &str, inputs: &KeyInputs, index: NodeIndex) -> Vec<String> {
-        if self.no_cache.contains(&index) {
+        if self.solver.no_cache.contains(&index) {
             return vec!["the cache is off for this step (--no-cache)".into()];
         }
-        let before = self.state.db.step_inputs(step_id).ok().flatten();
+        let before = self.solver.state.db.step_inputs(step_id).ok().flatten();
         match before.and_then(|(_, json)| serde_json::from_str::<KeyInputs>(&json).ok()) {
             Some(before) => inputs.explain(&before),
             None => vec!["first build of this step".into()],
@@ -277,7 +419,7 @@ impl<'a> Solver<'a> {
 
     fn remember(&self, step_id: &str, key: &Digest, inputs: &KeyInputs) -> anyhow::Result<()> {
         let json = serde_json::to_string(inputs)?;
-        self.state.db.set_step_inputs(step_id, key, &json)?;
+        self.solver.state.db.set_step_inputs(step_id, key, &json)?;
         Ok(())
     }
 
@@ -302,7 +444,7 @@ impl<'a> Solver<'a> {
         if !matches!(source, Some(SourceInput::Context)) {
             return Ok(Some(inputs));
         }
-        let Some(context) = self.context else {
+        let Some(context) = self.solver.context else {
             return Ok(Some(inputs));
         };
         let tree = SourceTree {
@@ -311,7 +453,8 @@ impl<'a> Solver<'a> {
             is_context: true,
         };
         let paths = fileop::selected_sources(action, &tree)?;
-        let checksum = rbuild_cache::checksum::checksum(&context.root, &paths, &self.state.db)?;
+        let checksum =
+            rbuild_cache::checksum::checksum(&context.root, &paths, &self.solver.state.db)?;
         inputs.files = Some(crate::cachekey::Files {
             digest: checksum.digest,
             each: checksum
@@ -329,16 +472,17 @@ impl<'a> Solver<'a> {
         reference: &str,
         platform: &rbuild_frontend::platform::Platform,
     ) -> anyhow::Result<Vec<SolvedLayer>> {
-        let base = self.bases.get(reference, platform)?;
+        let base = self.solver.bases.get(reference, platform)?;
         let diff_ids = &base.config.value().rootfs.diff_ids;
         let mut layers = Vec::new();
         for (blob, diff_id) in base.manifest.value().layers.iter().zip(diff_ids) {
-            let dir = match self.snapshots.layer(diff_id) {
+            let dir = match self.solver.snapshots.layer(diff_id) {
                 Some(dir) => dir,
                 None => {
                     let reader =
-                        std::io::BufReader::new(self.state.content.open_blob(&blob.digest)?);
-                    self.snapshots
+                        std::io::BufReader::new(self.solver.state.content.open_blob(&blob.digest)?);
+                    self.solver
+                        .snapshots
                         .layer_from_blob(diff_id, reader)
                         .with_context(|| {
                             format!("unpacking layer {} of {reference}", blob.digest)
@@ -358,13 +502,12 @@ impl<'a> Solver<'a> {
     /// new layer committed into the content store. Any failure names the step.
     fn step(
         &mut self,
-        index: NodeIndex,
         vertex: &Vertex,
         parents: &[SolvedLayer],
         miss: Option<&[String]>,
         change: impl FnOnce(&mut Self, &Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<Solved> {
-        if crate::interrupt::interrupted() {
+        if crate::interrupt::stopping() {
             bail!("interrupted");
         }
         let info = self.info.clone();
@@ -372,7 +515,7 @@ impl<'a> Solver<'a> {
         if let Some(reasons) = miss {
             reporter().miss_reason(&info, reasons);
         }
-        match self.change_and_commit(index, parents, change) {
+        match self.change_and_commit(parents, change) {
             Ok(solved) => {
                 reporter().completed(&info);
                 Ok(solved)
@@ -386,27 +529,26 @@ impl<'a> Solver<'a> {
 
     fn change_and_commit(
         &mut self,
-        index: NodeIndex,
         parents: &[SolvedLayer],
         change: impl FnOnce(&mut Self, &Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<Solved> {
         let dirs: Vec<LayerDir> = parents.iter().map(|l| l.dir.clone()).collect();
-        let active = self.snapshots.prepare(&dirs)?;
+        let active = self.solver.snapshots.prepare(&dirs)?;
         if let Err(e) = change(self, active.root()) {
             // The step's own error is the one to report; a failed unmount is swept later.
             let _ = active.discard();
             return Err(e);
         }
-        let mut writer = self.state.content.writer()?;
-        let (info, dir) = active.commit(&mut writer, &self.layer_options)?;
+        let mut writer = self.solver.state.content.writer()?;
+        let (info, dir) = active.commit(&mut writer, &self.solver.layer_options)?;
         if info.is_empty() {
             // Nothing changed: no layer, as BuildKit's exporter drops empty ones.
             drop(writer);
-            self.empty_steps.insert(index);
+            self.empty = true;
             return Ok(Solved::Layers(parents.to_vec()));
         }
         let blob = writer.commit(Some(&info.blob_digest), Some(info.size))?;
-        self.state.db.set_layer_blob(
+        self.solver.state.db.set_layer_blob(
             &info.diff_id,
             info.compression.name(),
             &blob.digest,
@@ -428,7 +570,7 @@ impl<'a> Solver<'a> {
             NetworkMode::None => Network::None,
             NetworkMode::Host | NetworkMode::Default => Network::Host,
         };
-        let scratch = self.state.temp_dir()?;
+        let scratch = self.solver.state.temp_dir()?;
         let mounts = heredoc_files(exec, scratch.path())?;
         let spec = RunSpec {
             args: exec.args.clone(),
@@ -442,7 +584,7 @@ impl<'a> Solver<'a> {
         let mut sink = StepOutput {
             vertex: self.info.clone(),
         };
-        self.executor.run(root, &spec, &mut sink)?;
+        self.solver.executor.run(root, &spec, &mut sink)?;
         Ok(())
     }
 
@@ -452,12 +594,13 @@ impl<'a> Solver<'a> {
         source: Option<&SourceInput>,
         root: &Path,
     ) -> anyhow::Result<()> {
-        let scratch = self.state.temp_dir()?;
+        let scratch = self.solver.state.temp_dir()?;
         let view;
         let tree = match source {
             None => None,
             Some(SourceInput::Context) => {
                 let context = self
+                    .solver
                     .context
                     .context("this build has no context (PATH `-`), so COPY/ADD cannot read it")?;
                 Some(SourceTree {
@@ -468,7 +611,7 @@ impl<'a> Solver<'a> {
             }
             Some(SourceInput::Layers(layers)) => {
                 let dirs: Vec<LayerDir> = layers.iter().map(|l| l.dir.clone()).collect();
-                view = self.snapshots.view(&dirs)?;
+                view = self.solver.snapshots.view(&dirs)?;
                 Some(SourceTree {
                     root: view.root(),
                     ignore: None,
@@ -501,7 +644,7 @@ impl<'a> Solver<'a> {
             .find(|e| matches!(e.weight(), Edge::Rootfs))
             .map(|e| e.source())
             .context("a step without a root filesystem")?;
-        match &self.results[&input] {
+        match &self.inputs[&input].solved {
             Solved::Layers(layers) => Ok(layers.clone()),
             Solved::Context => bail!("a step whose root filesystem is the build context"),
         }
@@ -517,7 +660,7 @@ impl<'a> Solver<'a> {
             .edges_directed(index, Direction::Incoming)
             .find(|e| matches!(e.weight(), Edge::Source))
             .map(|e| e.source());
-        Ok(input.map(|i| match &self.results[&i] {
+        Ok(input.map(|i| match &self.inputs[&i].solved {
             Solved::Layers(layers) => SourceInput::Layers(layers.clone()),
             Solved::Context => SourceInput::Context,
         }))

@@ -300,7 +300,7 @@ impl Registry {
         let mut backoff = FIRST_BACKOFF;
         for n in 1.. {
             // Ctrl-C: stop between attempts (the build unwinds; nothing half-written stays).
-            if crate::interrupt::interrupted() {
+            if crate::interrupt::stopping() {
                 return Err(RegistryError::Failed {
                     target: target.to_string(),
                     op: op.to_string(),

@@ -248,7 +248,7 @@ impl Registry {
             let mut received = 0u64;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(stream_failure)?;
-                if crate::interrupt::interrupted() {
+                if crate::interrupt::stopping() {
                     return Err(Failure::Invalid("interrupted".into()));
                 }
                 received += chunk.len() as u64;

@@ -278,7 +278,7 @@ fn file_stream(
 ) -> impl Stream<Item = Result<Bytes, OciDistributionError>> + Send + 'static {
     let file = tokio::fs::File::from_std(file);
     futures_util::stream::try_unfold(file, |mut file| async move {
-        if crate::interrupt::interrupted() {
+        if crate::interrupt::stopping() {
             let stop = std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted");
             return Err(stop.into());
         }

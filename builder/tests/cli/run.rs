@@ -353,3 +353,122 @@ fn after_a_sigkill_the_next_build_reaps_what_was_left() {
     let left: Vec<_> = fs::read_dir(bb.root().join("tmp")).unwrap().collect();
     assert!(left.is_empty(), "scratch left in tmp/: {left:?}");
 }
+
+/// Each vertex's last rawjson state: name → (started, completed) in seconds of the day.
+fn rawjson_times(stderr: &str) -> std::collections::BTreeMap<String, (f64, f64)> {
+    let seconds = |t: &serde_json::Value| -> Option<f64> {
+        let time = t.as_str()?.split_once('T')?.1.trim_end_matches('Z');
+        let mut parts = time.split(':');
+        let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(
+            h.parse::<f64>().ok()? * 3600.0
+                + m.parse::<f64>().ok()? * 60.0
+                + s.parse::<f64>().ok()?,
+        )
+    };
+    let mut times = std::collections::BTreeMap::new();
+    for line in stderr.lines() {
+        let Ok(status) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        for v in status["vertexes"].as_array().into_iter().flatten() {
+            if let (Some(start), Some(end)) = (seconds(&v["started"]), seconds(&v["completed"])) {
+                times.insert(
+                    v["name"].as_str().unwrap_or_default().to_string(),
+                    (start, end),
+                );
+            }
+        }
+    }
+    times
+}
+
+const FOUR_SLEEPS: &str = "FROM busybox AS a\nRUN sleep 1 && echo a > /a\n\
+    FROM busybox AS b\nRUN sleep 1 && echo b > /b\n\
+    FROM busybox AS c\nRUN sleep 1 && echo c > /c\n\
+    FROM busybox AS d\nRUN sleep 1 && echo d > /d\n\
+    FROM scratch\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nCOPY --from=c /c /c\nCOPY --from=d /d /d\n";
+
+#[test]
+fn independent_stages_run_at_once() {
+    let Some(bb) = Busybox::new() else { return };
+    let out = bb.build(
+        FOUR_SLEEPS,
+        &["--no-cache", "-j", "4", "--progress=rawjson"],
+    );
+    assert_eq!(out.code, 0, "{out}");
+    let times = rawjson_times(&out.stderr);
+    let sleeps: Vec<(f64, f64)> = times
+        .iter()
+        .filter(|(name, _)| name.contains("RUN sleep 1"))
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(sleeps.len(), 4, "{times:?}");
+    let last_start = sleeps.iter().map(|t| t.0).fold(f64::MIN, f64::max);
+    let first_end = sleeps.iter().map(|t| t.1).fold(f64::MAX, f64::min);
+    assert!(
+        last_start < first_end,
+        "the four RUNs did not all run at once: {times:?}"
+    );
+    // -j 1: one RUN at a time, no two overlap.
+    let out = bb.build(
+        FOUR_SLEEPS,
+        &["--no-cache", "-j", "1", "--progress=rawjson"],
+    );
+    assert_eq!(out.code, 0, "{out}");
+    let mut sleeps: Vec<(f64, f64)> = rawjson_times(&out.stderr)
+        .into_iter()
+        .filter(|(name, _)| name.contains("RUN sleep 1"))
+        .map(|(_, t)| t)
+        .collect();
+    sleeps.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(
+        sleeps.windows(2).all(|w| w[0].1 <= w[1].0 + 0.05),
+        "-j 1 overlapped: {sleeps:?}"
+    );
+}
+
+/// How many cache records the root holds.
+fn cache_records(root: &Path) -> u64 {
+    let db = rusqlite_count(&root.join("cache.db"));
+    db.trim().parse().unwrap()
+}
+
+fn rusqlite_count(db: &Path) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from cache_records').fetchone()[0])")
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_failed_stage_cancels_the_others_and_records_nothing() {
+    let Some(bb) = Busybox::new() else { return };
+    let before = cache_records(&bb.root());
+    let dockerfile = "FROM busybox AS slow\nRUN sleep 60 && echo never > /x\n\
+        FROM busybox AS broken\nRUN sleep 1 && exit 3\n\
+        FROM scratch\nCOPY --from=slow /x /x\nCOPY --from=broken / /b/\n";
+    let out = bb.build(dockerfile, &["-j", "4"]);
+    assert_eq!(out.code, 1, "{out}");
+    // The build's error is the broken stage's; the sleeping one was killed (SIGKILL: 137).
+    assert!(
+        out.stderr
+            .contains("error: [broken 1/1] RUN sleep 1 && exit 3: process \"/bin/sh -c sleep 1 && exit 3\" did not complete successfully: exit code: 3"),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("\"/bin/sh -c sleep 60 && echo never > /x\" did not complete successfully: exit code: 137"),
+        "{out}"
+    );
+    bb.assert_clean();
+    assert_eq!(cache_records(&bb.root()), before, "{out}");
+}
