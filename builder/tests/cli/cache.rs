@@ -38,7 +38,7 @@ impl Project {
     fn build(&self, extra: &[&str]) -> Steps {
         let out = run(rbuild(self.dir.path())
             .env("RBUILD_ROOT", self.root())
-            .arg("build")
+            .args(["build", "--progress=rawjson"])
             .args(extra)
             .arg("ctx"));
         assert_eq!(out.code, 0, "{out}");
@@ -46,7 +46,7 @@ impl Project {
     }
 }
 
-/// Each step of a build's plain progress: its name, whether it was CACHED, its miss reasons.
+/// Each step of a build, from its rawjson progress: name, whether it was CACHED, why it missed.
 struct Steps {
     steps: Vec<Step>,
     out: Output,
@@ -54,35 +54,42 @@ struct Steps {
 
 #[derive(Debug)]
 struct Step {
+    digest: String,
     name: String,
     cached: bool,
     misses: Vec<String>,
 }
 
 impl Steps {
+    /// Vertices in order of first appearance; FROM and context vertices (which never run a
+    /// step) are left out.
     fn read(out: Output) -> Steps {
         let mut steps: Vec<Step> = Vec::new();
         for line in out.stderr.lines() {
-            let Some((number, rest)) = line.strip_prefix('#').and_then(|l| l.split_once(' '))
-            else {
-                continue;
-            };
-            let Ok(number) = number.parse::<usize>() else {
-                continue;
-            };
-            if number > steps.len() {
-                steps.push(Step {
-                    name: rest.to_string(),
-                    cached: false,
-                    misses: Vec::new(),
-                });
-                continue;
-            }
-            let step = &mut steps[number - 1];
-            if rest == "CACHED" {
-                step.cached = true;
-            } else if let Some(reason) = rest.strip_prefix("miss: ") {
-                step.misses.push(reason.to_string());
+            let status: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a rawjson line ({e}): {line}\n{out}"));
+            for v in status["vertexes"].as_array().into_iter().flatten() {
+                let digest = v["digest"].as_str().unwrap().to_string();
+                let position = match steps.iter().position(|s| s.digest == digest) {
+                    Some(p) => p,
+                    None => {
+                        steps.push(Step {
+                            digest,
+                            name: v["name"].as_str().unwrap().to_string(),
+                            cached: false,
+                            misses: Vec::new(),
+                        });
+                        steps.len() - 1
+                    }
+                };
+                let step = &mut steps[position];
+                step.cached |= v["cached"].as_bool().unwrap_or(false);
+                if let Some(reasons) = v["rbuildMissReasons"].as_array() {
+                    step.misses = reasons
+                        .iter()
+                        .map(|r| r.as_str().unwrap().to_string())
+                        .collect();
+                }
             }
         }
         Steps { steps, out }

@@ -472,3 +472,22 @@ fn a_failed_stage_cancels_the_others_and_records_nothing() {
     bb.assert_clean();
     assert_eq!(cache_records(&bb.root()), before, "{out}");
 }
+
+#[test]
+fn identical_stages_run_once() {
+    let Some(bb) = Busybox::new() else { return };
+    let dockerfile = "FROM busybox AS one\nRUN sleep 0.2 && date +%s%N > /t\n\
+        FROM busybox AS two\nRUN sleep 0.2 && date +%s%N > /t\n\
+        FROM scratch\nCOPY --from=one /t /a\nCOPY --from=two /t /b\n";
+    let out_dir = bb.dir.path().join("twins");
+    let dest = format!("type=local,dest={}", out_dir.display());
+    let out = bb.build(dockerfile, &["--no-cache", "-j", "4", "-o", &dest]);
+    assert_eq!(out.code, 0, "{out}");
+    let (a, b) = (
+        fs::read_to_string(out_dir.join("a")).unwrap(),
+        fs::read_to_string(out_dir.join("b")).unwrap(),
+    );
+    assert_eq!(a, b, "the two identical RUNs ran separately\n{out}");
+    let shown = ["[one 1/1] RUN", "[two 1/1] RUN"].map(|name| out.stderr.contains(name));
+    assert_eq!(shown.iter().filter(|s| **s).count(), 1, "{out}");
+}
