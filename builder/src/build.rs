@@ -37,6 +37,9 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<()> {
     let built = build(root, args);
     let image_id = built.as_ref().ok().map(|id| id.to_string());
     crate::progress::current().finished(image_id.as_deref());
+    if built.is_ok() {
+        crate::images::auto_gc(root);
+    }
     built.map(|_| ())
 }
 

@@ -37,10 +37,10 @@ pub enum Command {
     Load(LoadArgs),
     /// Save images to a tar (OCI layout by default, or a docker archive).
     Save(SaveArgs),
-    /// Show the disk space the store uses and what `prune` would free.
-    Du,
-    /// Delete the blobs no image name refers to.
-    Prune,
+    /// Show the disk space the store uses, by kind, and what `prune --all` would free.
+    Du(DuArgs),
+    /// Delete what no image uses: unreferenced blobs and layers, and build cache as asked.
+    Prune(PruneArgs),
     /// Push images from the local store to their registries.
     Push(PushArgs),
     /// Pull images from registries into the local store.
@@ -62,6 +62,30 @@ pub struct ImagesArgs {
     /// Show full image IDs.
     #[arg(long)]
     pub no_trunc: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DuArgs {
+    /// Also list every build cache record: its key, size, last use and layer.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Drop the whole build cache too (images stay; `rmi` removes those).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Keep at most this much build cache (`10GB`, `512MB`, `1.5GiB`; binary units, as
+    /// docker reads them), dropping the least recently used first.
+    #[arg(long, value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+    /// `until=DURATION`: drop build cache unused for longer than a Go duration (`24h`, `90m`).
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Vec<String>,
+    /// Accepted for docker compatibility: rbuild never asks for confirmation.
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

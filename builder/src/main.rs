@@ -39,8 +39,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Rmi(args) => images::rmi(&open(Access::Shared)?, args),
         Command::Load(args) => images::load(&open(Access::Shared)?, args),
         Command::Save(args) => images::save(&open(Access::Shared)?, args),
-        Command::Du => images::du(&open(Access::Shared)?),
-        Command::Prune => images::prune(&open(Access::Exclusive)?),
+        Command::Du(args) => images::du(&open(Access::Shared)?, args),
+        // Exclusive: waits for running builds, and keeps new ones out until it is done.
+        Command::Prune(args) => images::prune(&open(Access::Exclusive)?, args),
         Command::Push(args) => images::push(&open(Access::Shared)?, args),
         Command::Pull(args) => images::pull(&open(Access::Shared)?, args),
         Command::Login(args) => images::login(args),

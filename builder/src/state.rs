@@ -41,18 +41,26 @@ pub enum Access {
 
 impl State {
     pub fn open(root: Option<&Path>, access: Access) -> anyhow::Result<State> {
-        let root = match root {
-            Some(root) => root.to_path_buf(),
-            None => default_root()?,
-        };
-        std::fs::create_dir_all(&root)
-            .with_context(|| format!("creating the state root {}", root.display()))?;
+        let root = resolve_root(root)?;
         let lock_path = root.join("lock");
         let lock = match access {
             Access::Shared => StateLock::shared(&lock_path),
             Access::Exclusive => StateLock::exclusive(&lock_path),
         }
         .with_context(|| format!("locking the state root {}", root.display()))?;
+        Self::locked(root, lock)
+    }
+
+    /// Opens the root exclusively if no one holds its lock right now; `None` while a build
+    /// (or a prune) runs. For automatic GC, which must never make a build wait.
+    pub fn try_exclusive(root: Option<&Path>) -> anyhow::Result<Option<State>> {
+        let root = resolve_root(root)?;
+        let lock = StateLock::try_exclusive(root.join("lock"))
+            .with_context(|| format!("locking the state root {}", root.display()))?;
+        lock.map(|lock| Self::locked(root, lock)).transpose()
+    }
+
+    fn locked(root: PathBuf, lock: StateLock) -> anyhow::Result<State> {
         let content = ContentStore::open(root.join("content"))?;
         let db = Database::open(&root.join("cache.db"))?;
         let tmp = root.join("tmp");
@@ -116,6 +124,17 @@ fn sweep_dead_scratch(root: &Path) {
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// `--root` if given, else the default; created if missing.
+pub fn resolve_root(root: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let root = match root {
+        Some(root) => root.to_path_buf(),
+        None => default_root()?,
+    };
+    std::fs::create_dir_all(&root)
+        .with_context(|| format!("creating the state root {}", root.display()))?;
+    Ok(root)
 }
 
 /// `/var/lib/rbuild` for root, as daemons keep their state; the XDG data dir otherwise.

@@ -124,6 +124,15 @@ pub struct CacheRecord {
     pub created_at: i64,
 }
 
+/// A cache record as garbage collection sees it: its key, what it produced, when last used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheEntry {
+    pub key: Digest,
+    pub layer: Option<RecordedLayer>,
+    /// Unix seconds when a build last hit (or wrote) the record.
+    pub last_used: i64,
+}
+
 /// A layer a cached step made: its diffID and the blob it was stored as.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordedLayer {
@@ -423,16 +432,21 @@ impl Database {
         let Some((diff_id, blob, media_type, size, created_at)) = row else {
             return Ok(None);
         };
-        let layer = match (diff_id, blob, media_type, size) {
-            (Some(diff_id), Some(blob), Some(media_type), Some(size)) => Some(RecordedLayer {
-                diff_id: self.digest("cache_records.diff_id", diff_id)?,
-                blob: self.digest("cache_records.blob", blob)?,
-                media_type,
-                size: self.size(size)?,
-            }),
-            _ => None,
-        };
+        let layer = self.recorded_layer((diff_id, blob, media_type, size))?;
         Ok(Some(CacheRecord { layer, created_at }))
+    }
+
+    /// A record's layer columns; all NULL (or any NULL) is a step that made no layer.
+    fn recorded_layer(&self, raw: RawLayer) -> Result<Option<RecordedLayer>, DbError> {
+        let (Some(diff_id), Some(blob), Some(media_type), Some(size)) = raw else {
+            return Ok(None);
+        };
+        Ok(Some(RecordedLayer {
+            diff_id: self.digest("cache_records.diff_id", diff_id)?,
+            blob: self.digest("cache_records.blob", blob)?,
+            media_type,
+            size: self.size(size)?,
+        }))
     }
 
     /// Records what `key` produced: a layer, or nothing (a step that changed no file).
@@ -461,6 +475,57 @@ impl Database {
             )
             .map_err(|e| self.error("set cache record", e))?;
         Ok(())
+    }
+
+    /// Every cache record, least recently used first (ties by key, so the order is stable).
+    /// Reading does not mark them used.
+    pub fn cache_entries(&self) -> Result<Vec<CacheEntry>, DbError> {
+        let rows: Vec<(String, RawLayer, i64)> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare(
+                    "SELECT key, diff_id, blob, media_type, size, last_used FROM cache_records
+                     ORDER BY last_used, key",
+                )
+                .map_err(|e| self.error("list cache records", e))?;
+            let rows = stmt
+                .query_map([], |row| {
+                    let layer = (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
+                    Ok((row.get(0)?, layer, row.get(5)?))
+                })
+                .map_err(|e| self.error("list cache records", e))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(|e| self.error("list cache records", e))?
+        };
+        rows.into_iter()
+            .map(|(key, layer, last_used)| {
+                Ok(CacheEntry {
+                    key: self.digest("cache_records.key", key)?,
+                    layer: self.recorded_layer(layer)?,
+                    last_used,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes the records of `keys` in one transaction; returns how many existed.
+    pub fn remove_cache_records(&self, keys: &[Digest]) -> Result<usize, DbError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.error("remove cache records", e))?;
+        let mut removed = 0;
+        for key in keys {
+            removed += tx
+                .execute(
+                    "DELETE FROM cache_records WHERE key = ?1",
+                    [key.to_string()],
+                )
+                .map_err(|e| self.error("remove cache records", e))?;
+        }
+        tx.commit()
+            .map_err(|e| self.error("remove cache records", e))?;
+        Ok(removed)
     }
 
     /// What a step's key was made of last time, as the caller wrote it (JSON).
@@ -542,6 +607,9 @@ impl Database {
 
 /// An `images` row as stored: digest, media type, size, created_at.
 type RawImage = (String, String, i64, i64);
+
+/// A `cache_records` row's layer columns as stored: diff_id, blob, media_type, size.
+type RawLayer = (Option<String>, Option<String>, Option<String>, Option<i64>);
 
 /// Applies the migrations the file has not seen yet, in one write transaction so that two
 /// processes opening a fresh file at once do not both create the tables.
@@ -685,6 +753,45 @@ mod tests {
             db.step_inputs("[s 1/2] RUN x").unwrap(),
             Some((key, "{}".to_string()))
         );
+    }
+
+    #[test]
+    fn cache_entries_list_least_recently_used_first_and_removal_is_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("cache.db")).unwrap();
+        let (old, new, empty) = (Digest::of(b"old"), Digest::of(b"new"), Digest::of(b"e"));
+        let layer = RecordedLayer {
+            diff_id: Digest::of(b"tar"),
+            blob: Digest::of(b"gz"),
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            size: 7,
+        };
+        for key in [&new, &old] {
+            db.set_cache_record(key, Some(&layer)).unwrap();
+        }
+        db.set_cache_record(&empty, None).unwrap();
+        // Set the clock by hand: written in the same second, the order would rest on keys.
+        for (key, when) in [(&old, 100), (&empty, 200), (&new, 300)] {
+            db.conn()
+                .execute(
+                    "UPDATE cache_records SET last_used = ?2 WHERE key = ?1",
+                    params![key.to_string(), when],
+                )
+                .unwrap();
+        }
+        let entries = db.cache_entries().unwrap();
+        let order: Vec<(Digest, i64)> = entries.iter().map(|e| (e.key, e.last_used)).collect();
+        assert_eq!(order, [(old, 100), (empty, 200), (new, 300)]);
+        assert_eq!(entries[0].layer, Some(layer.clone()));
+        assert_eq!(entries[1].layer, None);
+        // Listing is not a use: the clock stays where it was.
+        assert_eq!(db.cache_entries().unwrap()[0].last_used, 100);
+
+        let gone = Digest::of(b"never recorded");
+        assert_eq!(db.remove_cache_records(&[old, gone]).unwrap(), 1);
+        assert_eq!(db.cache_record(&old).unwrap(), None);
+        assert_eq!(db.cache_record(&new).unwrap().unwrap().layer, Some(layer));
+        assert_eq!(db.cache_entries().unwrap().len(), 2);
     }
 
     #[test]

@@ -1,9 +1,8 @@
-//! `rbuild images`, `rmi`, `du`, `prune`.
+//! `rbuild images`, `rmi`.
 
 use std::collections::BTreeSet;
 
 use anyhow::bail;
-use rbuild_cache::Digest;
 
 use super::{find, image_id, reachable};
 use crate::cli::{ImagesArgs, RmiArgs};
@@ -69,101 +68,6 @@ pub fn rmi(state: &State, args: &RmiArgs) -> anyhow::Result<()> {
     }
     if !failed.is_empty() {
         bail!("{}", failed.join("; "));
-    }
-    Ok(())
-}
-
-/// What the store holds and what prune would free.
-pub struct Usage {
-    pub images: usize,
-    pub blobs: usize,
-    pub bytes: u64,
-    pub unreferenced: Vec<(Digest, u64)>,
-}
-
-pub fn usage(state: &State) -> anyhow::Result<Usage> {
-    let images = state.db.images()?;
-    let mut live = BTreeSet::new();
-    for (_, record) in &images {
-        reachable(state, record, &mut live)?;
-    }
-    let blobs = state.content.list()?;
-    let unreferenced = blobs
-        .iter()
-        .filter(|b| !live.contains(&b.digest))
-        .map(|b| (b.digest, b.size))
-        .collect();
-    Ok(Usage {
-        images: images.len(),
-        blobs: blobs.len(),
-        bytes: blobs.iter().map(|b| b.size).sum(),
-        unreferenced,
-    })
-}
-
-pub fn du(state: &State) -> anyhow::Result<()> {
-    let u = usage(state)?;
-    let reclaimable: u64 = u.unreferenced.iter().map(|(_, s)| s).sum();
-    let mut out = String::new();
-    out.push_str(&format!(
-        "{:<8} {:>8} {:>8} {:>10} {:>12}\n",
-        "TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"
-    ));
-    out.push_str(&format!(
-        "{:<8} {:>8} {:>8} {:>10} {:>12}\n",
-        "Images", u.images, u.images, "-", "-"
-    ));
-    out.push_str(&format!(
-        "{:<8} {:>8} {:>8} {:>10} {:>12}\n",
-        "Blobs",
-        u.blobs,
-        u.blobs - u.unreferenced.len(),
-        human_size(u.bytes),
-        human_size(reclaimable)
-    ));
-    crate::debug::print_stdout(&out)
-}
-
-/// Needs the exclusive lock: no build may be writing blobs it has not named yet.
-pub fn prune(state: &State) -> anyhow::Result<()> {
-    let u = usage(state)?;
-    let mut freed = 0;
-    for (digest, size) in &u.unreferenced {
-        if state.content.remove(digest)? {
-            freed += size;
-        }
-        state.db.forget_blob(digest)?;
-    }
-    let temps = state.content.clean_ingest()?;
-    // Scratch of processes that are gone was swept when the root was opened; what else
-    // lies in tmp/ (older layouts) is garbage too, but never this process's own scratch.
-    for dir in ["content/corrupt", "tmp"] {
-        remove_children(&state.root.join(dir), state.scratch())?;
-    }
-    println!(
-        "Deleted {} blobs ({} temporary files); reclaimed {}",
-        u.unreferenced.len(),
-        temps,
-        human_size(freed)
-    );
-    Ok(())
-}
-
-fn remove_children(dir: &std::path::Path, keep: &std::path::Path) -> anyhow::Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries {
-        let path = entry?.path();
-        if path == keep {
-            continue;
-        }
-        let removed = if path.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        removed.map_err(|e| anyhow::anyhow!("removing {}: {e}", path.display()))?;
     }
     Ok(())
 }

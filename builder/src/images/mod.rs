@@ -1,12 +1,16 @@
 //! The local image store: names in `cache.db` pointing at manifests (or indexes) whose
-//! configs and layers are blobs in the content store. `rbuild images/rmi/du/prune` live here.
+//! configs and layers are blobs in the content store. `rbuild images/rmi/du/prune` live here,
+//! with the automatic GC after a build.
 
 mod commands;
+mod gc;
 mod load;
 mod remote;
 mod save;
+mod units;
 
-pub use commands::{du, human_size, images, prune, rmi};
+pub use commands::{human_size, images, rmi};
+pub use gc::{auto_gc, du, prune};
 pub use load::load;
 pub use remote::{login, logout, pull, push};
 pub use save::save;
@@ -29,11 +33,22 @@ pub fn reachable(
     top: &ImageRecord,
     seen: &mut BTreeSet<Digest>,
 ) -> anyhow::Result<()> {
+    walk(state, top, seen, |_, _| Ok(()))
+}
+
+/// [`reachable`], calling `visit` with each newly seen blob that is present, and its media type.
+pub fn walk(
+    state: &State,
+    top: &ImageRecord,
+    seen: &mut BTreeSet<Digest>,
+    mut visit: impl FnMut(&Digest, &str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut stack = vec![(top.digest, top.media_type.clone())];
     while let Some((digest, media_type)) = stack.pop() {
         if !seen.insert(digest) || !state.content.contains(&digest) {
             continue;
         }
+        visit(&digest, &media_type)?;
         if is_manifest(&media_type) || is_index(&media_type) {
             let bytes = state.content.read(&digest)?;
             let kids = children(&media_type, &digest, &bytes)?;

@@ -11,11 +11,13 @@
 //! directory under its final name is always whole, and concurrent unpackers of one layer —
 //! threads or processes — all succeed with the one that won the rename.
 
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rbuild_cache::layer::safe_path::remove_all_at;
 use rbuild_cache::layer::{unpack_layer, ApplyError, ApplyOptions, WhiteoutMode};
 use rbuild_cache::Digest;
 use rustix::fs::{Mode, OFlags, RenameFlags, CWD};
@@ -176,6 +178,60 @@ impl LayerStore {
             }
             Err(Errno::EXIST) | Err(Errno::NOTEMPTY) => Ok(layer(dest)),
             Err(e) => Err(SnapshotError::io("moving the layer to", &dest)(e.into())),
+        }
+    }
+
+    /// Every unpacked layer, by the full diffID its `<name>.id` names. A directory without a
+    /// readable `.id` is left out: nothing can say which layer it is.
+    pub(crate) fn list(&self) -> Result<Vec<LayerDir>, SnapshotError> {
+        let entries =
+            std::fs::read_dir(&self.dir).map_err(SnapshotError::io("reading", &self.dir))?;
+        let mut layers = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(SnapshotError::io("reading", &self.dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let id = std::fs::read_to_string(self.dir.join(format!("{name}.id")));
+            let Some(diff_id) = id.ok().and_then(|id| id.trim().parse::<Digest>().ok()) else {
+                continue;
+            };
+            // A name the `.id` does not extend is not this layer's (a damaged store).
+            if diff_id.hex().starts_with(name) {
+                layers.push(LayerDir {
+                    diff_id,
+                    dir: entry.path(),
+                });
+            }
+        }
+        Ok(layers)
+    }
+
+    /// Removes a layer directory, then its `.id`. The directory is first renamed to a temporary
+    /// name, so a crash halfway leaves no partial tree under the layer's name (the next
+    /// [`LayerStore::sweep`] finishes the job) and a `.id` alone only means "not unpacked".
+    /// Callers hold the state root exclusively: no build may be stacking on the layer.
+    pub(crate) fn remove(&self, layer: &LayerDir) -> Result<(), SnapshotError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let Some(name) = layer.dir.file_name().and_then(|n| n.to_str()) else {
+            return Ok(());
+        };
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let doomed = format!(".{name}{TMP_MARK}{}-{n}", std::process::id());
+        std::fs::rename(&layer.dir, self.dir.join(&doomed))
+            .map_err(SnapshotError::io("moving aside", &layer.dir))?;
+        let dir = rustix::fs::open(&self.dir, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+            .map_err(|e| SnapshotError::io("opening", &self.dir)(e.into()))?;
+        remove_all_at(dir.as_fd(), OsStr::new(&doomed))
+            .map_err(|e| SnapshotError::io("removing", &self.dir.join(&doomed))(e.into()))?;
+        let id = self.dir.join(format!("{name}.id"));
+        match std::fs::remove_file(&id) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(SnapshotError::io("removing", &id)(e))
+            }
+            _ => Ok(()),
         }
     }
 

@@ -212,10 +212,11 @@ fn a_failed_step_records_nothing() {
 fn a_pruned_layer_is_made_again() {
     let project = Project::new(THREE_COPIES, &three_files());
     project.build(&["-o", "type=tar,dest=/dev/null"]);
-    // Nothing names the image, so prune removes its blobs: the records cannot be used.
+    // A plain prune keeps the build cache; --all drops the records and, since nothing names
+    // the image, its blobs and layers too.
     let out = run(rbuild(project.dir.path())
         .env("RBUILD_ROOT", project.root())
-        .arg("prune"));
+        .args(["prune", "--all"]));
     assert_eq!(out.code, 0, "{out}");
     let steps = project.build(&[]);
     assert_eq!(steps.cached(), [false, false, false], "{steps}");

@@ -388,18 +388,14 @@ fn rmi_du_and_prune_free_exactly_the_unreferenced_blobs() {
         "{out}"
     );
     let out = run(ws.rbuild().args(["du"]));
-    let blobs_row: Vec<&str> = out
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("Blobs"))
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    assert_eq!(blobs_row[1], with_app.len().to_string(), "{out}");
     // The app's manifest and config are unreferenced now; the base's four blobs are not.
-    assert_eq!(blobs_row[2], (with_app.len() - 2).to_string(), "{out}");
+    assert_eq!(du_row(&out, "Images")[0], "1", "{out}");
+    assert_eq!(du_row(&out, "Unreferenced")[0], "2", "{out}");
     let out = run(ws.rbuild().args(["prune"]));
-    assert!(out.stdout.starts_with("Deleted 2 blobs"), "{out}");
+    assert!(
+        out.stdout.starts_with("Deleted 0 cache records, 2 blobs"),
+        "{out}"
+    );
     let after = ws.blob_files();
     assert_eq!(after.len(), with_app.len() - 2);
     assert!(after.contains(&ws.base.manifest.hex()));
@@ -490,4 +486,146 @@ fn force_compression_recompresses_base_layers_once() {
     let out = ws.build(APP, &args);
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(ws.blob_files(), blobs);
+}
+
+/// The fields after `kind` in `rbuild du`'s table: COUNT, SIZE, RECLAIMABLE.
+fn du_row(out: &crate::util::Output, kind: &str) -> Vec<String> {
+    let line = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(kind).filter(|rest| rest.starts_with(' ')))
+        .unwrap_or_else(|| panic!("no {kind} row:\n{out}"));
+    line.split_whitespace().map(str::to_string).collect()
+}
+
+/// A scratch image of one file, whose COPY step needs no container runtime.
+const COPY_ONLY: &str = "FROM scratch\nCOPY a.txt /a.txt\n";
+
+impl Workspace {
+    /// Builds [`COPY_ONLY`] as `c:1` with `a.txt` holding `content`, `env` set.
+    fn build_copy(&self, content: &str, env: &[(&str, &str)]) -> crate::util::Output {
+        let ctx = self.path().join("ctx");
+        fs::create_dir_all(&ctx).unwrap();
+        fs::write(ctx.join("Dockerfile"), COPY_ONLY).unwrap();
+        fs::write(ctx.join("a.txt"), content).unwrap();
+        let mut cmd = self.rbuild();
+        cmd.env("RBUILD_GC_KEEP_STORAGE", "off");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = run(cmd.args(["build", "-t", "c:1", "ctx"]));
+        assert_eq!(out.code, 0, "{out}");
+        out
+    }
+
+    /// Unpacked layer directories under `snapshots/layers/`.
+    fn layer_dirs(&self) -> usize {
+        let Ok(entries) = fs::read_dir(self.path().join("root/snapshots/layers")) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().contains('.'))
+            .count()
+    }
+
+    fn prune(&self, args: &[&str]) -> crate::util::Output {
+        let out = run(self.rbuild().arg("prune").args(args));
+        assert_eq!(out.code, 0, "{out}");
+        out
+    }
+}
+
+#[test]
+fn the_build_cache_survives_prune_until_keep_storage_0_takes_it() {
+    let ws = Workspace::new();
+    ws.build_copy("one\n", &[]);
+    ws.build_copy("two\n", &[]);
+    assert_eq!(ws.layer_dirs(), 2);
+    assert_eq!(run(ws.rbuild().args(["rmi", "c:1"])).code, 0);
+    let out = run(ws.rbuild().args(["du"]));
+    let cache = du_row(&out, "Build cache");
+    assert_eq!(cache[0], "2", "one record per version of the COPY:\n{out}");
+    assert_ne!(cache[1], "0B", "{out}");
+    assert_eq!(
+        cache[1], cache[2],
+        "all of the cache is reclaimable:\n{out}"
+    );
+    assert_eq!(du_row(&out, "Unpacked layers")[0], "2", "{out}");
+
+    let out = ws.prune(&["--filter", "until=1h"]);
+    assert!(out.stdout.starts_with("Deleted 0 cache records"), "{out}");
+    let out = ws.prune(&[]);
+    assert!(out.stdout.starts_with("Deleted 0 cache records"), "{out}");
+    assert_eq!(ws.layer_dirs(), 2, "records still use both layers");
+    assert!(ws.build_copy("one\n", &[]).stderr.contains("CACHED"));
+
+    assert_eq!(run(ws.rbuild().args(["rmi", "c:1"])).code, 0);
+    let out = ws.prune(&["--keep-storage", "0"]);
+    assert!(out.stdout.starts_with("Deleted 2 cache records"), "{out}");
+    assert_eq!(ws.layer_dirs(), 0);
+    let out = run(ws.rbuild().args(["du"]));
+    assert_eq!(du_row(&out, "Build cache")[..2], ["0", "0B"], "{out}");
+    // The base image loaded at the start is not cache: it stays.
+    assert!(ws.blob_files().contains(&ws.base.manifest.hex()));
+    assert!(!ws.build_copy("one\n", &[]).stderr.contains("CACHED"));
+}
+
+#[test]
+fn prune_all_drops_the_cache_but_keeps_images_and_their_layers() {
+    let ws = Workspace::new();
+    ws.build_copy("one\n", &[]);
+    ws.build_copy("two\n", &[]);
+    let out = ws.prune(&["--all"]);
+    assert!(out.stdout.starts_with("Deleted 2 cache records"), "{out}");
+    // c:1 (the "two" version) keeps its layer; the "one" version had only the cache.
+    assert_eq!(ws.layer_dirs(), 1);
+    let out = run(ws.rbuild().args(["save", "c:1", "-o", "c.tar"]));
+    assert_eq!(out.code, 0, "{out}");
+    assert!(!ws.build_copy("two\n", &[]).stderr.contains("CACHED"));
+}
+
+#[test]
+fn automatic_gc_shrinks_the_store_past_its_limit_after_a_build() {
+    let ws = Workspace::new();
+    ws.build_copy("one\n", &[]);
+    ws.build_copy("two\n", &[]);
+    let (blobs, layers) = (ws.blob_files().len(), ws.layer_dirs());
+    let out = ws.build_copy("three\n", &[("RBUILD_GC_KEEP_STORAGE", "1")]);
+    assert!(out.stderr.contains("automatic GC: "), "{out}");
+    // Left: the base image, and c:1 ("three") with its one layer. Without GC the third build
+    // would have added a layer and blobs; with it, the two older versions are gone.
+    assert_eq!(ws.layer_dirs(), 1, "had {layers}");
+    assert!(ws.blob_files().len() < blobs, "{out}");
+    assert!(ws.blob_files().contains(&ws.base.manifest.hex()));
+    let out = ws.build_copy("two\n", &[]);
+    assert!(!out.stderr.contains("CACHED"), "{out}");
+}
+
+#[test]
+fn prune_waits_for_a_running_build_and_auto_gc_skips_it() {
+    let ws = Workspace::new();
+    ws.build_copy("one\n", &[]);
+    ws.build_copy("two\n", &[]);
+    // What a running build holds: the root's lock, shared.
+    let build = rbuild_cache::lock::StateLock::shared(ws.path().join("root/lock")).unwrap();
+    let out = ws.build_copy("three\n", &[("RBUILD_GC_KEEP_STORAGE", "1")]);
+    assert!(!out.stderr.contains("automatic GC"), "{out}");
+    assert_eq!(ws.layer_dirs(), 3, "GC ran beside a build");
+
+    let mut prune = std::process::Command::new(assert_cmd::cargo::cargo_bin("rbuild"))
+        .env("RBUILD_ROOT", ws.path().join("root"))
+        .args(["prune", "--all"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(prune.try_wait().unwrap().is_none(), "prune did not wait");
+    assert_eq!(ws.layer_dirs(), 3, "prune removed layers under a build");
+    drop(build);
+    let out = prune.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with("Deleted 3 cache records"), "{stdout}");
+    assert_eq!(ws.layer_dirs(), 1);
 }
