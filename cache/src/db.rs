@@ -165,8 +165,7 @@ impl Database {
         // Before anything that may need a lock, so that even setup waits for other processes.
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(fail("set busy timeout"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(fail("enable WAL"))?;
+        enable_wal(&conn).map_err(fail("enable WAL"))?;
         // In WAL mode NORMAL still commits atomically; a power cut may lose the newest commits
         // but never corrupts. Blobs are fsynced before rows name them, so a lost row only costs
         // a re-tag or a recompression.
@@ -613,6 +612,31 @@ type RawLayer = (Option<String>, Option<String>, Option<String>, Option<i64>);
 
 /// Applies the migrations the file has not seen yet, in one write transaction so that two
 /// processes opening a fresh file at once do not both create the tables.
+/// WAL mode is stored in the file, so it is switched on once. Switching takes a lock that
+/// SQLite does not wait for with the busy timeout; rbuild processes opening a new root at once
+/// may see SQLITE_BUSY for it, so it is retried for a while.
+fn enable_wal(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let switch = || -> Result<(), rusqlite::Error> {
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+        }
+        Ok(())
+    };
+    let mut attempts = 0;
+    loop {
+        match switch() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && attempts < 200 =>
+            {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
     let fail = |op| move |source| sqlite_error(path, op, source);
     let tx = conn
