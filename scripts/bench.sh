@@ -7,12 +7,17 @@
 #      to a local docker-registry (a fresh, empty one per run), beside `skopeo copy` of the
 #      same image from an OCI layout: median time, MiB/s, peak RSS, the ratio, requests sent,
 #      and the times of a re-push (HEAD checks only) and of a push to a second repository
-#      (cross-repository mounts). PUSH_MIB=1024 and PUSH_LAYERS=4 set the image's size.
+#      (cross-repository mounts). PUSH_MIB=1024 and PUSH_LAYERS=4 set the image's size;
+#   4. build (scripts/bench-build.sh): the same Dockerfiles built with rbuild, BuildKit (Docker's
+#      daemon, started if installed and not running) and buildah when installed, alternating:
+#      a 10,000-file context cold, no-op and after one file changed, four `RUN sleep 1` stages,
+#      a 512 MiB layer; medians, the ratios rbuild/BuildKit and the goals met or missed.
 #
-#   scripts/bench.sh            # all three
+#   scripts/bench.sh            # all four
 #   scripts/bench.sh frontend   # only the front end (GOAL_MS=2 for another goal)
 #   scripts/bench.sh layers     # only the layers
 #   scripts/bench.sh push       # only the push
+#   scripts/bench.sh build      # only the builds
 #
 # Exits 0 whatever the figure: performance is reported, never asserted (DESIGN.md, Testing).
 set -euo pipefail
@@ -22,9 +27,10 @@ WHAT=${1:-all}
 case $WHAT in
     layers) exec scripts/bench-layers.sh ;;
     push) exec scripts/bench-push.sh ;;
+    build) exec scripts/bench-build.sh ;;
     all | frontend) ;;
     *)
-        echo "usage: scripts/bench.sh [frontend|layers|push]" >&2
+        echo "usage: scripts/bench.sh [frontend|layers|push|build]" >&2
         exit 2
         ;;
 esac
@@ -61,4 +67,6 @@ if [[ $WHAT == all ]]; then
     scripts/bench-layers.sh
     echo
     scripts/bench-push.sh
+    echo
+    scripts/bench-build.sh
 fi
