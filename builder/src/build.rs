@@ -15,6 +15,7 @@ use rbuild_cache::image::{
     Platform,
 };
 use rbuild_cache::layer::{Compression, LayerOptions};
+use rbuild_cache::Digest;
 use rbuild_frontend::graph::{BuildGraph, Edge, Op, StageNode};
 
 use crate::bases::{BaseImage, StoreBases};
@@ -33,7 +34,11 @@ use crate::timestamp;
 const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
 
 pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<()> {
-    crate::progress::install(args.progress);
+    crate::progress::install(if args.quiet {
+        crate::cli::Progress::Quiet
+    } else {
+        args.progress
+    });
     let built = build(root, args);
     let image_id = built.as_ref().ok().map(|id| id.to_string());
     crate::progress::current().finished(image_id.as_deref());
@@ -359,11 +364,31 @@ fn assemble(
     created: &str,
     args: &BuildArgs,
 ) -> anyhow::Result<BuiltImage> {
-    let mut config = image_config(stage, base, empty_steps, created, args)?;
-    config.rootfs.diff_ids = solved.iter().map(|l| *l.diff_id()).collect();
-    pair_history_with_layers(&mut config.history, solved.len());
-    let config = Blob::canonical(config)?;
-    state.content.put(config.bytes())?;
+    let make = |created: &str| -> anyhow::Result<Blob<ImageConfig>> {
+        let mut config = image_config(stage, base, empty_steps, created, args)?;
+        config.rootfs.diff_ids = solved.iter().map(|l| *l.diff_id()).collect();
+        pair_history_with_layers(&mut config.history, solved.len());
+        Ok(Blob::canonical(config)?)
+    };
+    // An unchanged rebuild gives the image it gave before (BuildKit does too): the config is
+    // recorded by everything but its times, and reused with the times of its first build.
+    let epoch = args.build_args.iter().any(|a| a.key == "SOURCE_DATE_EPOCH")
+        || std::env::var_os("SOURCE_DATE_EPOCH").is_some();
+    let timeless = make(if epoch { created } else { "" })?;
+    let key = Digest::of(&[b"image config v1\n".as_slice(), timeless.bytes()].concat());
+    let earlier = match args.no_cache {
+        true => None,
+        false => state.db.built_config(&key)?,
+    };
+    let config = match earlier.filter(|digest| state.content.contains(digest)) {
+        Some(digest) => Blob::parse(state.content.read(&digest)?)?,
+        None => {
+            let config = make(created)?;
+            state.content.put(config.bytes())?;
+            state.db.set_built_config(&key, &config.digest())?;
+            config
+        }
+    };
     let layers = solved.iter().map(|l| l.blob.clone()).collect();
     let manifest = Manifest::new_oci(config.descriptor(media_types::OCI_CONFIG), layers);
     let manifest = Blob::canonical(manifest)?;

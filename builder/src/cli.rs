@@ -344,6 +344,10 @@ pub struct BuildArgs {
     #[arg(long, value_enum, default_value_t = Progress::Auto, env = "BUILDKIT_PROGRESS")]
     pub progress: Progress,
 
+    /// Print only the image ID (`--progress=quiet`), as `docker build -q` does.
+    #[arg(short, long)]
+    pub quiet: bool,
+
     /// Write the image ID to a file.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,

@@ -72,6 +72,12 @@ const MIGRATIONS: &[&str] = &[
         ctime_ns INTEGER NOT NULL,
         digest TEXT NOT NULL
     ) STRICT;",
+    // 4: the image config a build made, by everything in it but its times, so an unchanged
+    // rebuild gives the same image.
+    "CREATE TABLE built_configs (
+        key TEXT PRIMARY KEY NOT NULL,
+        config TEXT NOT NULL
+    ) STRICT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -527,6 +533,31 @@ impl Database {
         Ok(removed)
     }
 
+    /// The config a build made for `key` (its config without times), if recorded.
+    pub fn built_config(&self, key: &Digest) -> Result<Option<Digest>, DbError> {
+        let row: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT config FROM built_configs WHERE key = ?1",
+                [key.to_string()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.error("read built config", e))?;
+        row.map(|d| self.digest("built_configs.config", d))
+            .transpose()
+    }
+
+    pub fn set_built_config(&self, key: &Digest, config: &Digest) -> Result<(), DbError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO built_configs (key, config) VALUES (?1, ?2)",
+                params![key.to_string(), config.to_string()],
+            )
+            .map_err(|e| self.error("set built config", e))?;
+        Ok(())
+    }
+
     /// What a step's key was made of last time, as the caller wrote it (JSON).
     pub fn step_inputs(&self, step: &str) -> Result<Option<(Digest, String)>, DbError> {
         let row: Option<(String, String)> = self
@@ -773,6 +804,9 @@ mod tests {
         assert_eq!(db.cache_record(&empty_key).unwrap().unwrap().layer, None);
         assert_eq!(db.step_inputs("[s 1/2] RUN x").unwrap(), None);
         db.set_step_inputs("[s 1/2] RUN x", &key, "{}").unwrap();
+        assert_eq!(db.built_config(&key).unwrap(), None);
+        db.set_built_config(&key, &empty_key).unwrap();
+        assert_eq!(db.built_config(&key).unwrap(), Some(empty_key));
         assert_eq!(
             db.step_inputs("[s 1/2] RUN x").unwrap(),
             Some((key, "{}".to_string()))
@@ -833,7 +867,7 @@ mod tests {
                 err,
                 DbError::NewerSchema {
                     found: 99,
-                    supported: 3,
+                    supported: 4,
                     ..
                 }
             ),

@@ -222,3 +222,24 @@ fn a_pruned_layer_is_made_again() {
     assert_eq!(steps.cached(), [false, false, false], "{steps}");
     assert!(Path::new(&project.root()).exists());
 }
+
+#[test]
+fn an_unchanged_rebuild_gives_the_same_image_and_no_cache_a_new_one() {
+    let project = Project::new(THREE_COPIES, &three_files());
+    let image_id = |extra: &[&str]| {
+        let out = run(rbuild(project.dir.path())
+            .env("RBUILD_ROOT", project.root())
+            .args(["build", "-q"])
+            .args(extra)
+            .arg("ctx"));
+        assert_eq!(out.code, 0, "{out}");
+        assert!(out.stderr.is_empty(), "quiet prints nothing else: {out}");
+        out.stdout.trim().to_string()
+    };
+    let first = image_id(&[]);
+    assert!(first.starts_with("sha256:"), "{first}");
+    assert_eq!(image_id(&[]), first);
+    let fresh = image_id(&["--no-cache"]);
+    assert_ne!(fresh, first, "--no-cache makes a new image (new times)");
+    assert_ne!(image_id(&["--label", "a=b"]), fresh);
+}
