@@ -89,6 +89,7 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
     solver.no_cache = uncached_steps(&graph, args)?;
     solver.scope = format!("{}\n{}", args.context, dockerfile_scope(args));
     solver.jobs = args.jobs.unwrap_or(solver.jobs);
+    solver.network = build_network(args)?;
     let solution = solver.solve(&graph, stage.head)?;
     // A signal during the last step: stop here rather than export a half-wanted image.
     ensure!(!crate::interrupt::interrupted(), "interrupted");
@@ -231,6 +232,20 @@ fn output_specs(args: &BuildArgs) -> anyhow::Result<Vec<OutputSpec>> {
         }
     }
     Ok(specs)
+}
+
+/// `--network`: the network of RUN steps that name none. `--secret` and `--ssh` need RUN
+/// mounts, which are not there yet: refused rather than ignored.
+fn build_network(args: &BuildArgs) -> anyhow::Result<crate::executor::Network> {
+    ensure!(
+        args.secrets.is_empty() && args.ssh.is_empty(),
+        "--secret and --ssh are not implemented yet (issue #9)"
+    );
+    Ok(match args.network.as_str() {
+        "default" | "host" => crate::executor::Network::Host,
+        "none" => crate::executor::Network::None,
+        other => bail!("--network={other}: expected default, host or none"),
+    })
 }
 
 /// The steps `--no-cache` (all) or `--no-cache-filter STAGE` (that stage's) make run.

@@ -12,7 +12,7 @@ use rbuild_cache::Digest;
 use serde::{Deserialize, Serialize};
 
 /// Bumped when the key's recipe changes, so old records stop matching.
-const KEY_VERSION: u32 = 1;
+const KEY_VERSION: u32 = 2;
 
 /// How many changed things a miss explanation lists before summing up the rest.
 const MAX_REASONS: usize = 5;
@@ -22,8 +22,8 @@ const MAX_REASONS: usize = 5;
 pub struct KeyInputs {
     /// The lowered op, as JSON.
     pub op: serde_json::Value,
-    /// Each input's step name and key, in edge order.
-    pub inputs: Vec<(String, Digest)>,
+    /// Each input's role (root filesystem, source, mount), step name and key, by role.
+    pub inputs: Vec<(String, String, Digest)>,
     /// A base image's manifest digest, as resolved for this build.
     pub base: Option<Digest>,
     /// The context files a COPY/ADD reads: the checksum over all of them, and each one's.
@@ -42,14 +42,18 @@ impl KeyInputs {
         struct Recipe<'a> {
             version: u32,
             op: &'a serde_json::Value,
-            inputs: Vec<&'a Digest>,
+            inputs: Vec<(&'a String, &'a Digest)>,
             base: Option<&'a Digest>,
             files: Option<&'a Digest>,
         }
         let recipe = Recipe {
             version: KEY_VERSION,
             op: &self.op,
-            inputs: self.inputs.iter().map(|(_, key)| key).collect(),
+            inputs: self
+                .inputs
+                .iter()
+                .map(|(role, _, key)| (role, key))
+                .collect(),
             base: self.base.as_ref(),
             files: self.files.as_ref().map(|f| &f.digest),
         };
@@ -67,8 +71,8 @@ impl KeyInputs {
             ));
         }
         diff_json("", &before.op, &self.op, &mut reasons);
-        for (name, key) in &self.inputs {
-            let same = before.inputs.iter().any(|(n, k)| n == name && k == key);
+        for (_, name, key) in &self.inputs {
+            let same = before.inputs.iter().any(|(_, n, k)| n == name && k == key);
             if !same {
                 reasons.push(format!("an earlier step changed: {name}"));
             }
@@ -177,7 +181,11 @@ mod tests {
     fn inputs(env: &[&str]) -> KeyInputs {
         KeyInputs {
             op: json!({"exec": {"args": ["sh", "-c", "make"], "env": env}}),
-            inputs: vec![("[build 1/3] FROM base".into(), Digest::of(b"parent"))],
+            inputs: vec![(
+                "rootfs".into(),
+                "[build 1/3] FROM base".into(),
+                Digest::of(b"parent"),
+            )],
             base: None,
             files: None,
         }
@@ -189,10 +197,13 @@ mod tests {
         assert_eq!(a.key(), inputs(&["A=1"]).key());
         assert_ne!(a.key(), inputs(&["A=2"]).key());
         let mut parent = a.clone();
-        parent.inputs[0].1 = Digest::of(b"other parent");
+        parent.inputs[0].2 = Digest::of(b"other parent");
         assert_ne!(a.key(), parent.key());
         let mut named = a.clone();
-        named.inputs[0].0 = "renamed".into();
+        named.inputs[0].1 = "renamed".into();
+        let mut role = a.clone();
+        role.inputs[0].0 = "source".into();
+        assert_ne!(a.key(), role.key(), "the input's role is part of the key");
         assert_eq!(
             a.key(),
             named.key(),
@@ -207,7 +218,7 @@ mod tests {
     fn a_miss_names_the_build_arg_the_file_and_the_parent() {
         let before = inputs(&["A=1", "B=x"]);
         let mut now = inputs(&["A=2", "C=y"]);
-        now.inputs[0].1 = Digest::of(b"new parent");
+        now.inputs[0].2 = Digest::of(b"new parent");
         let reasons = now.explain(&before);
         assert!(
             reasons.contains(&"build arg or env A: \"1\" → \"2\"".to_string()),

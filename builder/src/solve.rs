@@ -4,6 +4,7 @@
 //! a miss says what changed since the same step's last build. One vertex at a time for now.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
@@ -66,6 +67,8 @@ pub struct Solver<'a> {
     pub scope: String,
     /// At most this many RUN steps at once (`-j`).
     pub jobs: usize,
+    /// The network of RUN steps that do not choose one (`--network`).
+    pub network: Network,
 }
 
 /// A solved vertex: its result, its cache key, and whether it changed nothing.
@@ -109,6 +112,7 @@ impl<'a> Solver<'a> {
             no_cache: BTreeSet::new(),
             scope: String::new(),
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            network: Network::Host,
         }
     }
 
@@ -121,7 +125,7 @@ impl<'a> Solver<'a> {
         let changed = Condvar::new();
         let runs = Slots::new(self.jobs.max(1));
         std::thread::scope(|scope| {
-            let mut guard = board.lock().unwrap();
+            let mut guard = board.lock().unwrap_or_else(|e| e.into_inner());
             loop {
                 let mut progressed = false;
                 if guard.failure.is_none() && !guard.done.contains_key(&target) {
@@ -151,20 +155,31 @@ impl<'a> Solver<'a> {
                         guard.running.insert(vertex);
                         let (board, changed, runs) = (&board, &changed, &runs);
                         scope.spawn(move || {
-                            let result = Job::new(self, graph, vertex, ready).solve(runs);
-                            let mut guard = board.lock().unwrap();
+                            // A panic is a failure like any other: the board must hear of it,
+                            // or the scheduler would wait for this vertex forever.
+                            let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                Job::new(self, graph, vertex, ready).solve(runs)
+                            }))
+                            .unwrap_or_else(|panic| Err(panicked(&graph.graph[vertex], panic)));
+                            let mut guard = board.lock().unwrap_or_else(|e| e.into_inner());
                             guard.running.remove(&vertex);
-                            match result {
+                            let first_failure = match result {
                                 Ok(done) => {
                                     guard.done.insert(vertex, done);
+                                    false
                                 }
                                 Err(e) if guard.failure.is_none() => {
                                     guard.failure = Some(e);
-                                    crate::interrupt::cancel();
+                                    true
                                 }
-                                Err(_) => {}
-                            }
+                                Err(_) => false,
+                            };
                             changed.notify_all();
+                            drop(guard);
+                            // Outside the board's lock: stopping containers may take a while.
+                            if first_failure {
+                                crate::interrupt::cancel();
+                            }
                         });
                     }
                 }
@@ -173,11 +188,11 @@ impl<'a> Solver<'a> {
                     break;
                 }
                 if !progressed {
-                    guard = changed.wait(guard).unwrap();
+                    guard = changed.wait(guard).unwrap_or_else(|e| e.into_inner());
                 }
             }
         });
-        let mut board = board.into_inner().unwrap();
+        let mut board = board.into_inner().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = board.failure.take() {
             return Err(e);
         }
@@ -195,6 +210,15 @@ impl<'a> Solver<'a> {
             _ => bail!("the target is the build context, not a filesystem"),
         }
     }
+}
+
+fn panicked(vertex: &Vertex, panic: Box<dyn std::any::Any + Send>) -> anyhow::Error {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown cause".into());
+    anyhow::anyhow!("{}: rbuild failed unexpectedly: {message}", vertex.name)
 }
 
 /// A counting semaphore: RUN steps take a slot (`-j`), file steps do not.
@@ -313,6 +337,10 @@ impl<'s, 'a> Job<'s, 'a> {
                 self.base_layers(reference, platform).map(Solved::Layers)
             }
             Op::Exec(exec) => {
+                if exec.network == NetworkMode::Default && self.solver.network == Network::None {
+                    // `--network=none` changes what a RUN can do: part of its key.
+                    inputs.op["rbuild_network"] = "none".into();
+                }
                 let parents = self.rootfs_input(graph, index)?;
                 self.cached_step(index, vertex, &parents, Some(inputs), |solver, root| {
                     solver.run(exec, root)
@@ -330,17 +358,24 @@ impl<'s, 'a> Job<'s, 'a> {
     }
 
     /// The step names and keys of `index`'s inputs, in edge order.
-    fn input_keys(&self, graph: &BuildGraph, index: NodeIndex) -> Vec<(String, Digest)> {
-        let mut edges: Vec<_> = graph
+    /// `index`'s inputs as (role, step name, key), ordered by role: which input is the root
+    /// filesystem and which the source is part of the key, not the graph's numbering.
+    fn input_keys(&self, graph: &BuildGraph, index: NodeIndex) -> Vec<(String, String, Digest)> {
+        let mut inputs: Vec<(String, String, Digest)> = graph
             .graph
             .edges_directed(index, Direction::Incoming)
-            .map(|e| e.source())
+            .map(|e| {
+                let role = serde_json::to_string(e.weight()).unwrap_or_default();
+                let source = e.source();
+                (
+                    role,
+                    graph.graph[source].name.clone(),
+                    self.inputs[&source].key,
+                )
+            })
             .collect();
-        edges.sort();
-        edges
-            .into_iter()
-            .map(|input| (graph.graph[input].name.clone(), self.inputs[&input].key))
-            .collect()
+        inputs.sort();
+        inputs
     }
 
     /// A step through the cache: a recorded result is reused; otherwise the step runs, after
@@ -406,12 +441,18 @@ impl<'s, 'a> Job<'s, 'a> {
                 }
                 let dir = match self.solver.snapshots.layer(&layer.diff_id) {
                     Some(dir) => dir,
-                    None => {
-                        let blob = self.solver.state.content.open_blob(&layer.blob)?;
-                        self.solver
-                            .snapshots
-                            .layer_from_blob(&layer.diff_id, std::io::BufReader::new(blob))?
-                    }
+                    // A cached blob that cannot be unpacked (damaged) is a miss, not a failure.
+                    None => match self.unpack_cached(&layer) {
+                        Ok(dir) => dir,
+                        Err(e) => {
+                            progress(format_args!(
+                                "WARNING: {}: the cached layer cannot be used ({e:#}); running \
+                                 the step again",
+                                self.info.name
+                            ));
+                            return Ok(None);
+                        }
+                    },
                 };
                 let blob = Descriptor::new(layer.media_type, layer.blob, layer.size);
                 layers.push(SolvedLayer { dir, blob });
@@ -419,6 +460,14 @@ impl<'s, 'a> Job<'s, 'a> {
         }
         reporter().cached(&self.info);
         Ok(Some(Solved::Layers(layers)))
+    }
+
+    fn unpack_cached(&self, layer: &rbuild_cache::db::RecordedLayer) -> anyhow::Result<LayerDir> {
+        let blob = self.solver.state.content.open_blob(&layer.blob)?;
+        Ok(self
+            .solver
+            .snapshots
+            .layer_from_blob(&layer.diff_id, std::io::BufReader::new(blob))?)
     }
 
     /// Why `inputs` missed: what differs from the same step's inputs last time.
@@ -584,7 +633,8 @@ impl<'s, 'a> Job<'s, 'a> {
         }
         let network = match exec.network {
             NetworkMode::None => Network::None,
-            NetworkMode::Host | NetworkMode::Default => Network::Host,
+            NetworkMode::Host => Network::Host,
+            NetworkMode::Default => self.solver.network,
         };
         let scratch = self.solver.state.temp_dir()?;
         let mounts = heredoc_files(exec, scratch.path())?;

@@ -455,6 +455,12 @@ fn try_auto_gc(root: Option<&Path>) -> anyhow::Result<()> {
     let Some(state) = State::try_exclusive(root)? else {
         return Ok(());
     };
+    // Cheap first (a stat per blob): the full survey walks every file of every unpacked layer,
+    // which a no-op rebuild should not pay for.
+    let blob_bytes: u64 = state.content.list()?.iter().map(|b| b.size).sum();
+    if blob_bytes <= limit {
+        return Ok(());
+    }
     let layers = LayerStore::open(&layers_dir(&state.root))?;
     let survey = survey(&state, &layers)?;
     let stored =

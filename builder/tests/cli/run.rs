@@ -491,3 +491,26 @@ fn identical_stages_run_once() {
     let shown = ["[one 1/1] RUN", "[two 1/1] RUN"].map(|name| out.stderr.contains(name));
     assert_eq!(shown.iter().filter(|s| **s).count(), 1, "{out}");
 }
+
+#[test]
+fn network_none_gives_run_steps_only_loopback() {
+    let Some(bb) = Busybox::new() else { return };
+    let dockerfile = "FROM busybox\nRUN cat /proc/net/dev > /net\n";
+    let out_dir = bb.dir.path().join("net");
+    let dest = format!("type=local,dest={}", out_dir.display());
+    let out = bb.build(dockerfile, &["--network=none", "-o", &dest]);
+    assert_eq!(out.code, 0, "{out}");
+    let devices = fs::read_to_string(out_dir.join("net")).unwrap();
+    let names: Vec<&str> = devices
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(name, _)| name.trim()))
+        .collect();
+    assert_eq!(names, ["lo"], "{devices}");
+    let out = bb.build(dockerfile, &["--secret", "id=s,src=/dev/null"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("--secret and --ssh are not implemented yet"),
+        "{out}"
+    );
+}
