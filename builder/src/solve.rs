@@ -126,24 +126,12 @@ impl<'a> Solver<'a> {
         let runs = Slots::new(self.jobs.max(1));
         std::thread::scope(|scope| {
             let mut guard = board.lock().unwrap_or_else(|e| e.into_inner());
+            // Identical steps (two stages alike) are one vertex already: the frontend merges
+            // vertices by digest, so each runs once.
             loop {
-                let mut progressed = false;
                 if guard.failure.is_none() && !guard.done.contains_key(&target) {
                     for &vertex in &needed {
                         if guard.done.contains_key(&vertex) || guard.running.contains(&vertex) {
-                            continue;
-                        }
-                        // An identical vertex (same op, same inputs: two stages alike) runs
-                        // once; its twins wait for it and take its result.
-                        let digest = &graph.graph[vertex].digest;
-                        let twin = |v: &NodeIndex| graph.graph[*v].digest == *digest;
-                        if guard.running.iter().any(twin) {
-                            continue;
-                        }
-                        if let Some(done) = guard.done.keys().find(|v| twin(v)).copied() {
-                            let done = guard.done[&done].clone();
-                            guard.done.insert(vertex, done);
-                            progressed = true;
                             continue;
                         }
                         let inputs = input_vertices(graph, vertex);
@@ -187,9 +175,7 @@ impl<'a> Solver<'a> {
                 if finished && guard.running.is_empty() {
                     break;
                 }
-                if !progressed {
-                    guard = changed.wait(guard).unwrap_or_else(|e| e.into_inner());
-                }
+                guard = changed.wait(guard).unwrap_or_else(|e| e.into_inner());
             }
         });
         let mut board = board.into_inner().unwrap_or_else(|e| e.into_inner());
