@@ -368,6 +368,8 @@ fn created_time(args: &BuildArgs) -> anyhow::Result<String> {
 pub struct BuiltImage {
     pub manifest: Descriptor,
     pub config_digest: rbuild_cache::Digest,
+    /// How many of the layers come from the base image (the rest this build made).
+    pub base_layers: usize,
 }
 
 fn assemble(
@@ -411,6 +413,7 @@ fn assemble(
     Ok(BuiltImage {
         manifest: manifest.descriptor(media_types::OCI_MANIFEST),
         config_digest: config.digest(),
+        base_layers: base.map_or(0, |b| b.manifest.value().layers.len()),
     })
 }
 
@@ -484,15 +487,16 @@ fn send(
     spec: &OutputSpec,
     bases: &StoreBases,
 ) -> anyhow::Result<()> {
-    // New layers are made in the requested compression; base layers are recompressed only
-    // when asked (`force-compression=true`), as BuildKit does.
-    let recompressed;
-    let manifest = if spec.options.force_compression {
-        recompressed = export::recompressed(state, &image.manifest, spec.options.compression)?;
-        &recompressed
-    } else {
-        &image.manifest
+    // The build's own layers take the requested compression (steps commit gzip, which the
+    // cache keeps; another compression is made here once per layer and remembered); base
+    // layers are recompressed only when asked (`force-compression=true`), as BuildKit does.
+    let from = match spec.options.force_compression {
+        true => 0,
+        false => image.base_layers,
     };
+    let recompressed =
+        export::recompressed(state, &image.manifest, spec.options.compression, from)?;
+    let manifest = &recompressed;
     match &spec.output {
         Output::Image { names, push } => {
             export::tag(state, manifest, names)?;

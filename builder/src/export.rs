@@ -199,10 +199,13 @@ pub fn open_input(path: &Path) -> anyhow::Result<File> {
 /// The image with every layer in `compression` (buildx's `force-compression=true`): layers
 /// compressed otherwise are recompressed once, remembered in cache.db by diffID, and reused.
 /// Returns the descriptor of the new manifest (the same one when nothing changes).
+/// The image with its layers from index `from` on in `compression` (made once per diffID and
+/// remembered); earlier layers stay as they are.
 pub fn recompressed(
     state: &State,
     descriptor: &Descriptor,
     compression: Compression,
+    from: usize,
 ) -> anyhow::Result<Descriptor> {
     let manifest = read_manifest(state, descriptor)?;
     let config: Blob<ImageConfig> =
@@ -210,7 +213,7 @@ pub fn recompressed(
     let diff_ids = &config.value().rootfs.diff_ids;
     let mut value = manifest.value().clone();
     let mut changed = false;
-    for (layer, diff_id) in value.layers.iter_mut().zip(diff_ids) {
+    for (layer, diff_id) in value.layers.iter_mut().zip(diff_ids).skip(from) {
         if media_types::layer_compression(&layer.media_type) == Some(compression) {
             continue;
         }

@@ -488,6 +488,32 @@ fn force_compression_recompresses_base_layers_once() {
     assert_eq!(ws.blob_files(), blobs);
 }
 
+#[test]
+fn compression_applies_to_the_builds_own_layers_and_leaves_the_base_alone() {
+    let ws = Workspace::new();
+    let spec = "type=oci,dest=zl,tar=false,compression=zstd";
+    let out = ws.build("FROM base:1\nCOPY Dockerfile /d\n", &["-o", spec]);
+    assert_eq!(out.code, 0, "{out}");
+    let layout = ws.path().join("zl");
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = blob_json(&layout, index["manifests"][0]["digest"].as_str().unwrap());
+    let types: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        ]
+    );
+}
+
 /// The fields after `kind` in `rbuild du`'s table: COUNT, SIZE, RECLAIMABLE.
 fn du_row(out: &crate::util::Output, kind: &str) -> Vec<String> {
     let line = out
