@@ -146,7 +146,7 @@ impl<'a> Solver<'a> {
                             // A panic is a failure like any other: the board must hear of it,
                             // or the scheduler would wait for this vertex forever.
                             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                                Job::new(self, graph, vertex, ready).solve(runs)
+                                Job::new(self, graph, vertex, ready, runs).solve()
                             }))
                             .unwrap_or_else(|panic| Err(panicked(&graph.graph[vertex], panic)));
                             let mut guard = board.lock().unwrap_or_else(|e| e.into_inner());
@@ -207,7 +207,7 @@ fn panicked(vertex: &Vertex, panic: Box<dyn std::any::Any + Send>) -> anyhow::Er
     anyhow::anyhow!("{}: rbuild failed unexpectedly: {message}", vertex.name)
 }
 
-/// A counting semaphore: RUN steps take a slot (`-j`), file steps do not.
+/// A counting semaphore: RUN steps that run take a slot (`-j`); hits and file steps do not.
 struct Slots {
     free: Mutex<usize>,
     freed: Condvar,
@@ -258,6 +258,8 @@ struct Job<'s, 'a> {
     info: VertexInfo,
     key: Option<Digest>,
     empty: bool,
+    /// The `-j` slots a RUN step takes while it runs.
+    runs: &'s Slots,
 }
 
 impl<'s, 'a> Job<'s, 'a> {
@@ -266,6 +268,7 @@ impl<'s, 'a> Job<'s, 'a> {
         graph: &'s BuildGraph,
         index: NodeIndex,
         inputs: BTreeMap<NodeIndex, Done>,
+        runs: &'s Slots,
     ) -> Self {
         let vertex = &graph.graph[index];
         let info = VertexInfo {
@@ -284,11 +287,11 @@ impl<'s, 'a> Job<'s, 'a> {
             info,
             key: None,
             empty: false,
+            runs,
         }
     }
 
-    fn solve(mut self, runs: &Slots) -> anyhow::Result<Done> {
-        let _slot = matches!(self.graph.graph[self.index].op, Op::Exec(_)).then(|| runs.take());
+    fn solve(mut self) -> anyhow::Result<Done> {
         let solved = self.solve_vertex(self.graph, self.index)?;
         Ok(Done {
             solved,
@@ -561,6 +564,8 @@ impl<'s, 'a> Job<'s, 'a> {
         if crate::interrupt::stopping() {
             bail!("interrupted");
         }
+        // A RUN that runs takes a `-j` slot for its whole step; cache hits never wait for one.
+        let _slot = matches!(vertex.op, Op::Exec(_)).then(|| self.runs.take());
         let info = self.info.clone();
         reporter().started(&info);
         if let Some(reasons) = miss {

@@ -428,17 +428,12 @@ fn independent_stages_run_at_once() {
     );
 }
 
-/// How many cache records the root holds.
+/// How many cache records the root holds (read with Python's sqlite3, as another tool would).
 fn cache_records(root: &Path) -> u64 {
-    let db = rusqlite_count(&root.join("cache.db"));
-    db.trim().parse().unwrap()
-}
-
-fn rusqlite_count(db: &Path) -> String {
     let out = Command::new("python3")
         .arg("-c")
         .arg("import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from cache_records').fetchone()[0])")
-        .arg(db)
+        .arg(root.join("cache.db"))
         .output()
         .unwrap();
     assert!(
@@ -446,7 +441,7 @@ fn rusqlite_count(db: &Path) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 #[test]
