@@ -7,6 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# CI once failed before any test ran: cargo's target probe (`rustc - --crate-name ___ …`) parsed
+# another rustc's error text as its source and the failure was then replayed from the probe
+# cache in target/.rustc_info.json. Nothing here reads standard input, and the probe is cheap,
+# so neither is shared with what came before.
+exec </dev/null
+export CARGO_CACHE_RUSTC_INFO=0
+
 # Debian packages the tests use: peers that must accept what rbuild writes (skopeo, umoci),
 # the compressors layers are checked against (gzip, zstd), tar/diff for round trips.
 SYSTEM_PACKAGES=(skopeo umoci zstd gzip tar diffutils python3 runc busybox-static docker-registry apache2-utils openssl curl)
