@@ -48,31 +48,27 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<()> {
     built.map(|_| ())
 }
 
-/// The build itself; returns the image ID (config digest).
+/// The build itself; returns the image ID (the config digest, or the index digest of a
+/// build for several platforms).
 fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::Digest> {
     let outputs = output_specs(args)?;
+    let network = build_network(args)?;
     let state = State::open(root, Access::Shared)?;
     let inputs = read_inputs(args, &state)?;
     let source = &inputs.source;
     let dockerfile = source.parse()?;
-    // One platform at a time until multi-platform builds arrive (issue #7).
-    ensure!(
-        args.platforms.len() <= 1,
-        "building for several platforms at once arrives with issue #7"
-    );
-    let platform = args.platforms.first().map(String::as_str);
-    let options = crate::debug::lower_options(args.target.as_deref(), &args.build_args, platform)?;
+    let platforms = crate::multiplatform::target_platforms(&args.platforms)?;
     let bases = StoreBases::new(
         &state,
         args.registry.options(args.max_concurrent_uploads),
         args.pull,
     );
-    let graph = source.lower_with(&dockerfile, &options, &bases)?;
-    let stage = &graph.stages[&graph.target];
-    let base = root_base(&graph, stage, &bases)?;
+    let builds = crate::multiplatform::lower(source, &dockerfile, args, &platforms, &bases)?;
+    // Every build shares one merged graph: a vertex two platforms need is solved once.
+    let graph = &builds[0];
     let created = created_time(args)?;
     let snapshots = Snapshots::open(&state.root, snapshotter_kind(args.snapshotter))?;
-    let executor = executor_for(&graph, &state)?;
+    let executor = executor_for(graph, &state)?;
     let layer_options = LayerOptions {
         compression: Compression::Gzip,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -86,34 +82,41 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
         inputs.context.as_ref(),
         layer_options,
     );
-    solver.no_cache = uncached_steps(&graph, args)?;
+    solver.no_cache = uncached_steps(&builds, args)?;
     solver.scope = format!("{}\n{}", args.context, dockerfile_scope(args));
     solver.jobs = args.jobs.unwrap_or(solver.jobs);
-    solver.network = build_network(args)?;
-    let solution = solver.solve(&graph, stage.head)?;
+    solver.network = network;
+    let heads: Vec<NodeIndex> = builds.iter().map(|b| b.stages[&b.target].head).collect();
+    let solutions = solver.solve(graph, &heads)?;
     // A signal during the last step: stop here rather than export a half-wanted image.
     ensure!(!crate::interrupt::interrupted(), "interrupted");
-    let image = assemble(
-        &state,
-        stage,
-        base.as_ref(),
-        &solution.layers,
-        &solution.empty_steps,
-        &created,
-        args,
-    )?;
-    progress(format_args!("writing image {} done", image.config_digest));
+    let mut images = Vec::new();
+    for (build, solution) in builds.iter().zip(&solutions) {
+        let stage = &build.stages[&build.target];
+        let base = root_base(build, stage, &bases)?;
+        images.push(assemble(
+            &state,
+            stage,
+            base.as_ref(),
+            &solution.layers,
+            &solution.empty_steps,
+            &created,
+            args,
+        )?);
+    }
+    let image = Built::new(&state, images)?;
+    progress(format_args!("writing image {} done", image.id()));
     for spec in &outputs {
         send(&state, &image, spec, &bases)?;
     }
     if let Some(path) = &args.iidfile {
-        std::fs::write(path, image.config_digest.to_string())
+        std::fs::write(path, image.id().to_string())
             .with_context(|| format!("writing --iidfile {}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
         write_metadata(path, &image)?;
     }
-    Ok(image.config_digest)
+    Ok(image.id())
 }
 
 /// The Dockerfile and the build context, as the user gave them.
@@ -248,13 +251,14 @@ fn build_network(args: &BuildArgs) -> anyhow::Result<crate::executor::Network> {
     })
 }
 
-/// The steps `--no-cache` (all) or `--no-cache-filter STAGE` (that stage's) make run.
+/// The steps `--no-cache` (all) or `--no-cache-filter STAGE` (that stage's) make run, in the
+/// builds of every platform.
 fn uncached_steps(
-    graph: &BuildGraph,
+    builds: &[BuildGraph],
     args: &BuildArgs,
 ) -> anyhow::Result<std::collections::BTreeSet<NodeIndex>> {
     let mut steps = std::collections::BTreeSet::new();
-    for stage in graph.stages.values() {
+    for stage in builds.iter().flat_map(|b| b.stages.values()) {
         let named = args
             .no_cache_filter
             .iter()
@@ -370,6 +374,37 @@ pub struct BuiltImage {
     pub config_digest: rbuild_cache::Digest,
     /// How many of the layers come from the base image (the rest this build made).
     pub base_layers: usize,
+    pub platform: Platform,
+}
+
+/// What a build made: one image, or one per platform and the index over them.
+pub struct Built {
+    images: Vec<BuiltImage>,
+    index: Option<Descriptor>,
+}
+
+impl Built {
+    fn new(state: &State, images: Vec<BuiltImage>) -> anyhow::Result<Built> {
+        let index = match images.len() {
+            1 => None,
+            _ => {
+                let children: Vec<(Descriptor, Platform)> = images
+                    .iter()
+                    .map(|i| (i.manifest.clone(), i.platform.clone()))
+                    .collect();
+                Some(export::put_index(state, &children)?)
+            }
+        };
+        Ok(Built { images, index })
+    }
+
+    /// The image ID: the config digest of a single image, the digest of an index.
+    fn id(&self) -> Digest {
+        match &self.index {
+            Some(index) => index.digest,
+            None => self.images[0].config_digest,
+        }
+    }
 }
 
 fn assemble(
@@ -414,6 +449,7 @@ fn assemble(
         manifest: manifest.descriptor(media_types::OCI_MANIFEST),
         config_digest: config.digest(),
         base_layers: base.map_or(0, |b| b.manifest.value().layers.len()),
+        platform: config.value().platform(),
     })
 }
 
@@ -481,25 +517,28 @@ fn pair_history_with_layers(history: &mut Vec<History>, layers: usize) {
     }
 }
 
-fn send(
-    state: &State,
-    image: &BuiltImage,
-    spec: &OutputSpec,
-    bases: &StoreBases,
-) -> anyhow::Result<()> {
+fn send(state: &State, built: &Built, spec: &OutputSpec, bases: &StoreBases) -> anyhow::Result<()> {
     // The build's own layers take the requested compression (steps commit gzip, which the
     // cache keeps; another compression is made here once per layer and remembered); base
     // layers are recompressed only when asked (`force-compression=true`), as BuildKit does.
-    let from = match spec.options.force_compression {
-        true => 0,
-        false => image.base_layers,
+    let mut children = Vec::new();
+    for image in &built.images {
+        let from = match spec.options.force_compression {
+            true => 0,
+            false => image.base_layers,
+        };
+        let manifest =
+            export::recompressed(state, &image.manifest, spec.options.compression, from)?;
+        children.push((manifest, image.platform.clone()));
+    }
+    let top = match &built.index {
+        None => children[0].0.clone(),
+        Some(_) => export::put_index(state, &children)?,
     };
-    let recompressed =
-        export::recompressed(state, &image.manifest, spec.options.compression, from)?;
-    let manifest = &recompressed;
+    let multi = built.index.is_some();
     match &spec.output {
         Output::Image { names, push } => {
-            export::tag(state, manifest, names)?;
+            export::tag(state, &top, names)?;
             for name in names {
                 progress(format_args!("naming to {} done", export::store_name(name)?));
             }
@@ -508,38 +547,79 @@ fn send(
                     .iter()
                     .map(|n| n.parse::<ImageName>())
                     .collect::<Result<Vec<_>, _>>()?;
-                bases.registry()?.push(state, manifest, &names)?;
+                bases.registry()?.push(state, &top, &names)?;
             }
             Ok(())
         }
         // The layout's index names the image by its first name, as BuildKit's does.
         Output::Oci { dest, tar, names } => {
             let first = names.iter().take(1).cloned().collect();
-            export::write_oci(state, &[(manifest.clone(), first)], dest, *tar)
+            export::write_oci(state, &[(top, first)], dest, *tar)
         }
+        Output::Docker { .. } if multi => bail!(
+            "type=docker holds one platform, and this build made {}; use type=oci or type=image",
+            children.len()
+        ),
         Output::Docker { dest, tar, names } => {
             ensure!(
                 *tar,
                 "type=docker,tar=false is not supported; use type=oci,tar=false for a directory"
             );
-            export::write_docker(state, &[(manifest.clone(), names.clone())], dest)
+            export::write_docker(state, &[(top, names.clone())], dest)
         }
-        Output::Local { dest } => export::write_rootfs_dir(state, manifest, dest),
-        Output::Tar { dest } => export::write_rootfs_tar(state, manifest, dest),
+        Output::Local { dest } => {
+            for (manifest, dir) in rootfs_parts(&children, multi) {
+                export::write_rootfs_dir(state, &manifest, &dest.join(dir))?;
+            }
+            Ok(())
+        }
+        Output::Tar { dest } => {
+            export::write_rootfs_tar(state, &rootfs_parts(&children, multi), dest)
+        }
     }
 }
 
-/// buildx's `--metadata-file` keys for an image build.
-fn write_metadata(path: &Path, image: &BuiltImage) -> anyhow::Result<()> {
-    let metadata = serde_json::json!({
-        "containerimage.config.digest": image.config_digest.to_string(),
-        "containerimage.digest": image.manifest.digest.to_string(),
+/// Where each platform's rootfs goes in a local or tar output: the top for one platform, a
+/// directory per platform (`linux_arm64`, `linux_arm_v7`) for several, as BuildKit splits them.
+fn rootfs_parts(children: &[(Descriptor, Platform)], multi: bool) -> Vec<(Descriptor, PathBuf)> {
+    children
+        .iter()
+        .map(|(manifest, platform)| {
+            let dir = match multi {
+                true => platform_dir(platform),
+                false => PathBuf::new(),
+            };
+            (manifest.clone(), dir)
+        })
+        .collect()
+}
+
+fn platform_dir(platform: &Platform) -> PathBuf {
+    let mut name = format!("{}_{}", platform.os, platform.architecture);
+    if let Some(variant) = platform.variant.as_deref().filter(|v| !v.is_empty()) {
+        name = format!("{name}_{variant}");
+    }
+    PathBuf::from(name)
+}
+
+/// buildx's `--metadata-file` keys for an image build (an index has no config digest).
+fn write_metadata(path: &Path, built: &Built) -> anyhow::Result<()> {
+    let top = match &built.index {
+        Some(index) => index,
+        None => &built.images[0].manifest,
+    };
+    let mut metadata = serde_json::json!({
+        "containerimage.digest": top.digest.to_string(),
         "containerimage.descriptor": {
-            "mediaType": image.manifest.media_type,
-            "digest": image.manifest.digest.to_string(),
-            "size": image.manifest.size,
+            "mediaType": top.media_type,
+            "digest": top.digest.to_string(),
+            "size": top.size,
         },
     });
+    if built.index.is_none() {
+        metadata["containerimage.config.digest"] =
+            serde_json::Value::String(built.images[0].config_digest.to_string());
+    }
     let text = serde_json::to_string_pretty(&metadata)?;
     std::fs::write(path, text)
         .with_context(|| format!("writing --metadata-file {}", path.display()))

@@ -10,7 +10,9 @@ use rbuild_cache::db::ImageRecord;
 use rbuild_cache::image::blobs::decompress_auto;
 use rbuild_cache::image::docker_archive::{write_docker_archive, ArchiveImage};
 use rbuild_cache::image::oci_layout::{write_oci_dir, write_oci_tar, LayoutImage};
-use rbuild_cache::image::{media_types, Blob, Descriptor, ImageConfig, ImageName, Manifest};
+use rbuild_cache::image::{
+    media_types, Blob, Descriptor, ImageConfig, ImageName, Index, Manifest, Platform,
+};
 use rbuild_cache::Digest;
 
 use rbuild_cache::layer::{apply_layer, ApplyOptions, WhiteoutMode};
@@ -125,16 +127,19 @@ pub fn write_rootfs_dir(state: &State, descriptor: &Descriptor, dir: &Path) -> a
     Ok(())
 }
 
-/// The rootfs as one tar: unpacked in the state root's scratch space, then written in layer
+/// The rootfs as one tar: each image unpacked in the state root's scratch space (under its
+/// directory: empty for one platform, `linux_arm64` … for several), then written in layer
 /// order, so the tar is the same whatever the layers looked like.
 pub fn write_rootfs_tar(
     state: &State,
-    descriptor: &Descriptor,
+    images: &[(Descriptor, PathBuf)],
     dest: &Destination,
 ) -> anyhow::Result<()> {
     let scratch = state.temp_dir()?;
     let rootfs = scratch.path().join("rootfs");
-    write_rootfs_dir(state, descriptor, &rootfs)?;
+    for (descriptor, dir) in images {
+        write_rootfs_dir(state, descriptor, &rootfs.join(dir))?;
+    }
     let changes = ChangeSet::from_dir(&rootfs)?;
     let options = LayerOptions {
         compression: Compression::None,
@@ -145,6 +150,24 @@ pub fn write_rootfs_tar(
         write_layer(&changes, w, &options)?;
         Ok(())
     })
+}
+
+/// An OCI index over `manifests`, one per platform, put in the content store.
+pub fn put_index(
+    state: &State,
+    manifests: &[(Descriptor, Platform)],
+) -> anyhow::Result<Descriptor> {
+    let entries = manifests
+        .iter()
+        .map(|(manifest, platform)| {
+            let mut entry = Descriptor::new(&manifest.media_type, manifest.digest, manifest.size);
+            entry.platform = Some(platform.clone());
+            entry
+        })
+        .collect();
+    let index = Blob::canonical(Index::new_oci(entries))?;
+    state.content.put(index.bytes())?;
+    Ok(index.descriptor(media_types::OCI_INDEX))
 }
 
 /// Writes a file atomically (temp file beside it, renamed when complete) or streams to stdout.

@@ -12,6 +12,7 @@ pub mod export;
 pub mod fileop;
 pub mod images;
 pub mod interrupt;
+pub mod multiplatform;
 pub mod output;
 pub mod platforms;
 pub mod progress;

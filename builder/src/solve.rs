@@ -1,7 +1,7 @@
 //! The solver: runs the vertices the target needs, inputs first, and gives each its result —
 //! a chain of layers (bottom first) or the build context. Each step has a cache key
 //! ([`crate::cachekey`]); a step whose key has a record reuses its layer without running, and
-//! a miss says what changed since the same step's last build. One vertex at a time for now.
+//! a miss says what changed since the same step's last build.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
@@ -116,11 +116,19 @@ impl<'a> Solver<'a> {
         }
     }
 
-    /// Solves `target` and everything it needs, each vertex as soon as its inputs are ready,
-    /// independent ones at once. The first failure cancels the rest (running containers are
-    /// killed) and is the error returned once every started step has unwound.
-    pub fn solve(&self, graph: &BuildGraph, target: NodeIndex) -> anyhow::Result<Solution> {
-        let needed = inputs_first(graph, target);
+    /// Solves the `targets` (one per platform of the build) and everything they need, each
+    /// vertex as soon as its inputs are ready, independent ones at once; a vertex several
+    /// targets need runs once. The first failure cancels the rest (running containers are
+    /// killed) and is the error returned once every started step has unwound. The solutions
+    /// come in the order of `targets`.
+    pub fn solve(
+        &self,
+        graph: &BuildGraph,
+        targets: &[NodeIndex],
+    ) -> anyhow::Result<Vec<Solution>> {
+        let needed = inputs_first(graph, targets);
+        let all_done =
+            |done: &BTreeMap<NodeIndex, Done>| targets.iter().all(|t| done.contains_key(t));
         let board = Mutex::new(Board::default());
         let changed = Condvar::new();
         let runs = Slots::new(self.jobs.max(1));
@@ -129,7 +137,7 @@ impl<'a> Solver<'a> {
             // Identical steps (two stages alike) are one vertex already: the frontend merges
             // vertices by digest, so each runs once.
             loop {
-                if guard.failure.is_none() && !guard.done.contains_key(&target) {
+                if guard.failure.is_none() && !all_done(&guard.done) {
                     for &vertex in &needed {
                         if guard.done.contains_key(&vertex) || guard.running.contains(&vertex) {
                             continue;
@@ -171,7 +179,7 @@ impl<'a> Solver<'a> {
                         });
                     }
                 }
-                let finished = guard.done.contains_key(&target) || guard.failure.is_some();
+                let finished = all_done(&guard.done) || guard.failure.is_some();
                 if finished && guard.running.is_empty() {
                     break;
                 }
@@ -182,19 +190,22 @@ impl<'a> Solver<'a> {
         if let Some(e) = board.failure.take() {
             return Err(e);
         }
-        let empty_steps = board
+        let empty_steps: BTreeSet<NodeIndex> = board
             .done
             .iter()
             .filter(|(_, d)| d.empty)
             .map(|(v, _)| *v)
             .collect();
-        match board.done.remove(&target).map(|d| d.solved) {
-            Some(Solved::Layers(layers)) => Ok(Solution {
-                layers,
-                empty_steps,
-            }),
-            _ => bail!("the target is the build context, not a filesystem"),
-        }
+        targets
+            .iter()
+            .map(|target| match board.done.get(target).map(|d| &d.solved) {
+                Some(Solved::Layers(layers)) => Ok(Solution {
+                    layers: layers.clone(),
+                    empty_steps: empty_steps.clone(),
+                }),
+                _ => bail!("the target is the build context, not a filesystem"),
+            })
+            .collect()
     }
 }
 
@@ -729,11 +740,11 @@ enum SourceInput {
     Layers(Vec<SolvedLayer>),
 }
 
-/// Vertices `target` depends on, inputs before the vertices that use them.
-fn inputs_first(graph: &BuildGraph, target: NodeIndex) -> Vec<NodeIndex> {
+/// Vertices the `targets` depend on, inputs before the vertices that use them.
+fn inputs_first(graph: &BuildGraph, targets: &[NodeIndex]) -> Vec<NodeIndex> {
     let mut order = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    let mut stack = vec![(target, false)];
+    let mut stack: Vec<(NodeIndex, bool)> = targets.iter().rev().map(|&t| (t, false)).collect();
     while let Some((v, inputs_done)) = stack.pop() {
         if inputs_done {
             order.push(v);

@@ -82,7 +82,22 @@ impl Source {
         options: &LowerOptions,
         bases: &dyn graph::BaseImages,
     ) -> anyhow::Result<BuildGraph> {
-        let graph = graph::lower(dockerfile, options, bases).map_err(|err| {
+        let graph = self.lower_quietly(dockerfile, options, bases)?;
+        for warning in &graph.warnings {
+            eprintln!("{}", warning.render(&self.name));
+        }
+        Ok(graph)
+    }
+
+    /// [`Source::lower_with`] without printing the lint warnings (another lowering of the same
+    /// Dockerfile, for another platform, printed them).
+    pub fn lower_quietly(
+        &self,
+        dockerfile: &Dockerfile,
+        options: &LowerOptions,
+        bases: &dyn graph::BaseImages,
+    ) -> anyhow::Result<BuildGraph> {
+        graph::lower(dockerfile, options, bases).map_err(|err| {
             let (line, column) = err.location();
             Reported(diagnostic::render(
                 &self.name,
@@ -91,11 +106,8 @@ impl Source {
                 column,
                 &err.to_string(),
             ))
-        })?;
-        for warning in &graph.warnings {
-            eprintln!("{}", warning.render(&self.name));
-        }
-        Ok(graph)
+            .into()
+        })
     }
 }
 

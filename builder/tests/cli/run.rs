@@ -509,3 +509,106 @@ fn network_none_gives_run_steps_only_loopback() {
         "{out}"
     );
 }
+
+/// The distinct vertex digests of the rawjson events whose name holds `text`.
+fn vertex_digests(stderr: &str, text: &str) -> std::collections::BTreeSet<String> {
+    let mut digests = std::collections::BTreeSet::new();
+    for line in stderr.lines() {
+        let Ok(status) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        for v in status["vertexes"].as_array().into_iter().flatten() {
+            if v["name"].as_str().is_some_and(|n| n.contains(text)) {
+                digests.insert(v["digest"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+    digests
+}
+
+/// Two platforms the host runs without emulation (amd64 and 386 on x86_64): the
+/// `$BUILDPLATFORM` stage runs once for both, each target stage once per platform with its
+/// own TARGETPLATFORM, and the outputs hold one image per platform under an index.
+#[test]
+fn two_platforms_share_the_build_platform_stage_and_get_an_index() {
+    if std::env::consts::ARCH != "x86_64" {
+        eprintln!("skipping: linux/386 runs natively only on an x86_64 host");
+        return;
+    }
+    let Some(bb) = Busybox::new() else { return };
+    let dockerfile = "FROM --platform=$BUILDPLATFORM busybox AS tool\n\
+        RUN sleep 0.1 && date +%s%N > /stamp\n\
+        FROM busybox\nARG TARGETPLATFORM\nCOPY --from=tool /stamp /stamp\n\
+        RUN echo \"$TARGETPLATFORM\" > /target\n";
+    let out_dir = bb.dir.path().join("split");
+    let local = format!("type=local,dest={}", out_dir.display());
+    let platforms = ["--platform", "linux/amd64,linux/386"];
+    let out = bb.build(
+        dockerfile,
+        &[&platforms[..], &["--progress=rawjson", "-o", &local]].concat(),
+    );
+    assert_eq!(out.code, 0, "{out}");
+    let read = |dir: &str, file: &str| fs::read_to_string(out_dir.join(dir).join(file)).unwrap();
+    assert_eq!(read("linux_amd64", "target"), "linux/amd64\n");
+    assert_eq!(read("linux_386", "target"), "linux/386\n");
+    assert_eq!(read("linux_amd64", "stamp"), read("linux_386", "stamp"));
+    assert_eq!(vertex_digests(&out.stderr, "date +%s%N").len(), 1, "{out}");
+    assert_eq!(vertex_digests(&out.stderr, "> /target").len(), 2, "{out}");
+
+    // An OCI tar: index.json names one image index listing both platforms; --iidfile holds
+    // the index's digest.
+    let tar = bb.dir.path().join("multi.tar");
+    let iid = bb.dir.path().join("iid");
+    let oci = format!("type=oci,dest={}", tar.display());
+    let iid_arg = iid.to_string_lossy().into_owned();
+    let out = bb.build(
+        dockerfile,
+        &[&platforms[..], &["-o", &oci, "--iidfile", &iid_arg]].concat(),
+    );
+    assert_eq!(out.code, 0, "{out}");
+    let layout = bb.dir.path().join("layout");
+    fs::create_dir_all(&layout).unwrap();
+    let untar = Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&layout)
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let json = |path: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+    };
+    let top = json(layout.join("index.json"));
+    let entry = &top["manifests"][0];
+    assert_eq!(
+        entry["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{top}"
+    );
+    let digest = entry["digest"].as_str().unwrap();
+    assert_eq!(fs::read_to_string(&iid).unwrap(), digest);
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let index = json(blob(digest));
+    let mut platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let manifest = json(blob(m["digest"].as_str().unwrap()));
+            let config = json(blob(manifest["config"]["digest"].as_str().unwrap()));
+            // The index entry and the image's own config agree on the platform.
+            assert_eq!(config["architecture"], m["platform"]["architecture"]);
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            )
+        })
+        .collect();
+    platforms.sort();
+    assert_eq!(platforms, ["linux/386", "linux/amd64"]);
+}

@@ -298,7 +298,7 @@ impl<'a> Lowering<'a> {
                 let v = self.add_vertex(
                     Op::Scratch,
                     &[],
-                    format!("[{}] FROM scratch", label(stage, index)),
+                    format!("[{}] FROM scratch", self.label(stage, index, &platform)),
                 );
                 // BuildKit's empty image: WorkingDir "/" (and the default PATH, set below).
                 let config = ImageConfig {
@@ -312,7 +312,8 @@ impl<'a> Lowering<'a> {
                     reference: image.clone(),
                     platform: platform.clone(),
                 };
-                let v = self.add_vertex(op, &[], format!("[{}] FROM {image}", label(stage, index)));
+                let name = format!("[{}] FROM {image}", self.label(stage, index, &platform));
+                let v = self.add_vertex(op, &[], name);
                 let config = self.bases.config(&image, &platform).unwrap_or_default();
                 (v, config, vec![v], platform)
             }
@@ -339,7 +340,7 @@ impl<'a> Lowering<'a> {
         Ok(StageState {
             index,
             base: image,
-            label: label(stage, index),
+            label: self.label(stage, index, &platform),
             config,
             scope: Scope::default(),
             env,
@@ -716,10 +717,18 @@ impl<'a> Lowering<'a> {
     }
 }
 
-fn label(stage: &Stage, index: usize) -> String {
-    stage
-        .from
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("stage-{index}"))
+impl Lowering<'_> {
+    /// A stage as progress names it: its name or `stage-N`, after the stage's platform in a
+    /// build for several platforms (`linux/arm64 build`), as BuildKit names them.
+    fn label(&self, stage: &Stage, index: usize, platform: &Platform) -> String {
+        let name = stage
+            .from
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{index}"));
+        match self.options.platform_in_names {
+            true => format!("{platform} {name}"),
+            false => name,
+        }
+    }
 }

@@ -4,12 +4,14 @@
 mod config;
 mod history;
 mod lower;
+mod merge;
 mod op;
 mod scope;
 mod values;
 
 pub use config::{Empty, HealthConfig, ImageConfig, DEFAULT_PATH};
 pub use history::HistoryStep;
+pub use merge::merge;
 pub use op::{canonical_json, vertex_digest, AddAction, CopyAction, Edge, ExecOp, FileOp, Op};
 
 use std::collections::BTreeMap;
@@ -46,6 +48,8 @@ pub struct LowerOptions {
     pub target_platform: Option<Platform>,
     /// The platform the build runs on.
     pub build_platform: Platform,
+    /// Vertex names start with the stage's platform (a build for several platforms).
+    pub platform_in_names: bool,
 }
 
 impl Default for LowerOptions {
@@ -55,6 +59,7 @@ impl Default for LowerOptions {
             build_args: BTreeMap::new(),
             target_platform: None,
             build_platform: Platform::host(),
+            platform_in_names: false,
         }
     }
 }
