@@ -588,7 +588,13 @@ impl<'s, 'a> Job<'s, 'a> {
                 Ok(solved)
             }
             Err(e) => {
-                reporter().failed(&info, &format!("{e:#}"));
+                // Stopped because another step failed (or a signal): shown as BuildKit shows
+                // it, CANCELED; the build's error is the failure that caused it.
+                let error = match crate::interrupt::stopping() {
+                    true => crate::progress::CANCELED.to_string(),
+                    false => format!("{e:#}"),
+                };
+                reporter().failed(&info, &error);
                 Err(e.context(vertex.name.clone()))
             }
         }

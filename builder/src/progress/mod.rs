@@ -20,6 +20,15 @@ pub use tty::Tty;
 
 use crate::cli::Progress;
 
+/// The error of a step stopped because another failed or the user interrupted: BuildKit's
+/// wording, which its displays (and ours) show as `CANCELED` rather than as an error.
+pub const CANCELED: &str = "context canceled";
+
+/// Whether a step's error says it was cancelled (see [`CANCELED`]).
+pub fn is_canceled(error: &str) -> bool {
+    error.ends_with(CANCELED)
+}
+
 /// Where a renderer writes: stderr in the binary, a buffer in tests.
 pub type Sink = Box<dyn Write + Send>;
 

@@ -130,7 +130,10 @@ impl Reporter for Plain {
         self.with(|s| {
             let v = s.vertex(vertex);
             let mut lines: Vec<_> = v.log.flush().iter().map(|l| l.stamped()).collect();
-            lines.push(format!("ERROR: {error}").into_bytes());
+            lines.push(match super::is_canceled(error) {
+                true => b"CANCELED".to_vec(),
+                false => format!("ERROR: {error}").into_bytes(),
+            });
             s.emit(vertex, lines, true);
             s.failed.push(vertex.digest.clone());
         });

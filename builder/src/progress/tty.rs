@@ -160,7 +160,10 @@ impl Reporter for Tty {
             None => StepLog::new(0),
         };
         log.flush();
-        let status = format!("ERROR: {error}");
+        let status = match super::is_canceled(error) {
+            true => "CANCELED".to_string(),
+            false => format!("ERROR: {error}"),
+        };
         let mut text = settled_line(state.color, false, &vertex.name, &status).into_bytes();
         text.extend_from_slice(&error_report(&vertex.name, &log));
         self.settle(&mut state, vertex, &text);
