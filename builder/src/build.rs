@@ -69,8 +69,9 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
     let created = created_time(args)?;
     let snapshots = Snapshots::open(&state.root, snapshotter_kind(args.snapshotter))?;
     let executor = executor_for(graph, &state)?;
+    // Steps commit uncompressed layers; outputs compress them (once per layer) as they need.
     let layer_options = LayerOptions {
-        compression: Compression::Gzip,
+        compression: Compression::None,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         source_date_epoch: None,
     };
@@ -104,19 +105,27 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
             args,
         )?);
     }
-    let image = Built::new(&state, images)?;
-    progress(format_args!("writing image {} done", image.id()));
+    let built = Built::new(&state, images)?;
+    progress(format_args!("writing image {} done", built.id()));
+    let mut sent = Vec::new();
     for spec in &outputs {
-        send(&state, &image, spec, &bases)?;
+        sent.push(send(&state, &built, spec, &bases)?);
     }
+    // What the first output holds names the result: its manifest (or index) as written there,
+    // compressed as that output wanted.
+    let top = sent.swap_remove(0);
+    let id = match built.images.len() {
+        1 => built.images[0].config_digest,
+        _ => top.digest,
+    };
     if let Some(path) = &args.iidfile {
-        std::fs::write(path, image.id().to_string())
+        std::fs::write(path, id.to_string())
             .with_context(|| format!("writing --iidfile {}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
-        write_metadata(path, &image)?;
+        write_metadata(path, &built, &top)?;
     }
-    Ok(image.id())
+    Ok(id)
 }
 
 /// The Dockerfile and the build context, as the user gave them.
@@ -398,7 +407,7 @@ impl Built {
         Ok(Built { images, index })
     }
 
-    /// The image ID: the config digest of a single image, the digest of an index.
+    /// The image ID as built: the config digest of a single image, the digest of an index.
     fn id(&self) -> Digest {
         match &self.index {
             Some(index) => index.digest,
@@ -517,28 +526,47 @@ fn pair_history_with_layers(history: &mut Vec<History>, layers: usize) {
     }
 }
 
-fn send(state: &State, built: &Built, spec: &OutputSpec, bases: &StoreBases) -> anyhow::Result<()> {
-    // The build's own layers take the requested compression (steps commit gzip, which the
-    // cache keeps; another compression is made here once per layer and remembered); base
-    // layers are recompressed only when asked (`force-compression=true`), as BuildKit does.
+/// Sends the result to one output; returns the manifest or index it holds.
+fn send(
+    state: &State,
+    built: &Built,
+    spec: &OutputSpec,
+    bases: &StoreBases,
+) -> anyhow::Result<Descriptor> {
+    // The build's own layers take the output's compression (made here once per layer and
+    // remembered); base layers are recompressed only when asked (`force-compression=true`),
+    // as BuildKit does.
     let mut children = Vec::new();
     for image in &built.images {
         let from = match spec.options.force_compression {
             true => 0,
             false => image.base_layers,
         };
-        let manifest =
-            export::recompressed(state, &image.manifest, spec.options.compression, from)?;
+        let manifest = match spec.options.compression_for(&spec.output) {
+            Some(compression) => export::recompressed(state, &image.manifest, compression, from)?,
+            None => image.manifest.clone(),
+        };
         children.push((manifest, image.platform.clone()));
     }
     let top = match &built.index {
         None => children[0].0.clone(),
         Some(_) => export::put_index(state, &children)?,
     };
-    let multi = built.index.is_some();
+    write_output(state, &top, &children, spec, bases)?;
+    Ok(top)
+}
+
+fn write_output(
+    state: &State,
+    top: &Descriptor,
+    children: &[(Descriptor, Platform)],
+    spec: &OutputSpec,
+    bases: &StoreBases,
+) -> anyhow::Result<()> {
+    let multi = children.len() > 1;
     match &spec.output {
         Output::Image { names, push } => {
-            export::tag(state, &top, names)?;
+            export::tag(state, top, names)?;
             for name in names {
                 progress(format_args!("naming to {} done", export::store_name(name)?));
             }
@@ -547,14 +575,14 @@ fn send(state: &State, built: &Built, spec: &OutputSpec, bases: &StoreBases) -> 
                     .iter()
                     .map(|n| n.parse::<ImageName>())
                     .collect::<Result<Vec<_>, _>>()?;
-                bases.registry()?.push(state, &top, &names)?;
+                bases.registry()?.push(state, top, &names)?;
             }
             Ok(())
         }
         // The layout's index names the image by its first name, as BuildKit's does.
         Output::Oci { dest, tar, names } => {
             let first = names.iter().take(1).cloned().collect();
-            export::write_oci(state, &[(top, first)], dest, *tar)
+            export::write_oci(state, &[(top.clone(), first)], dest, *tar)
         }
         Output::Docker { .. } if multi => bail!(
             "type=docker holds one platform, and this build made {}; use type=oci or type=image",
@@ -565,16 +593,16 @@ fn send(state: &State, built: &Built, spec: &OutputSpec, bases: &StoreBases) -> 
                 *tar,
                 "type=docker,tar=false is not supported; use type=oci,tar=false for a directory"
             );
-            export::write_docker(state, &[(top, names.clone())], dest)
+            export::write_docker(state, &[(top.clone(), names.clone())], dest)
         }
         Output::Local { dest } => {
-            for (manifest, dir) in rootfs_parts(&children, multi) {
+            for (manifest, dir) in rootfs_parts(children, multi) {
                 export::write_rootfs_dir(state, &manifest, &dest.join(dir))?;
             }
             Ok(())
         }
         Output::Tar { dest } => {
-            export::write_rootfs_tar(state, &rootfs_parts(&children, multi), dest)
+            export::write_rootfs_tar(state, &rootfs_parts(children, multi), dest)
         }
     }
 }
@@ -602,12 +630,9 @@ fn platform_dir(platform: &Platform) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// buildx's `--metadata-file` keys for an image build (an index has no config digest).
-fn write_metadata(path: &Path, built: &Built) -> anyhow::Result<()> {
-    let top = match &built.index {
-        Some(index) => index,
-        None => &built.images[0].manifest,
-    };
+/// buildx's `--metadata-file` keys for an image build: `top` is what the first output holds
+/// (an index has no config digest).
+fn write_metadata(path: &Path, built: &Built, top: &Descriptor) -> anyhow::Result<()> {
     let mut metadata = serde_json::json!({
         "containerimage.digest": top.digest.to_string(),
         "containerimage.descriptor": {

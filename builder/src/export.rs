@@ -252,6 +252,58 @@ pub fn recompressed(
     Ok(manifest.descriptor(media_types::OCI_MANIFEST))
 }
 
+/// The image (a manifest, or an index of them) as a push sends it: uncompressed layers gzip
+/// (made once per layer and remembered), the others as they are.
+pub fn for_push(state: &State, top: &Descriptor) -> anyhow::Result<Descriptor> {
+    if !media_types::is_index(&top.media_type) {
+        return compressed_where_plain(state, top);
+    }
+    let index: Blob<Index> = Blob::parse(state.content.read(&top.digest)?)?;
+    let mut value = index.value().clone();
+    let mut changed = false;
+    for entry in &mut value.manifests {
+        if !media_types::is_manifest(&entry.media_type) {
+            continue;
+        }
+        let compressed = compressed_where_plain(state, entry)?;
+        if compressed.digest != entry.digest {
+            (entry.digest, entry.size) = (compressed.digest, compressed.size);
+            entry.media_type = compressed.media_type;
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(top.clone());
+    }
+    let index = Blob::canonical(value)?;
+    state.content.put(index.bytes())?;
+    Ok(index.descriptor(media_types::OCI_INDEX))
+}
+
+/// The manifest with its uncompressed layers gzip (the same descriptor when it has none).
+fn compressed_where_plain(state: &State, descriptor: &Descriptor) -> anyhow::Result<Descriptor> {
+    let manifest = read_manifest(state, descriptor)?;
+    let config: Blob<ImageConfig> =
+        Blob::parse(state.content.read(&manifest.value().config.digest)?)?;
+    let diff_ids = &config.value().rootfs.diff_ids;
+    let mut value = manifest.value().clone();
+    let mut changed = false;
+    for (layer, diff_id) in value.layers.iter_mut().zip(diff_ids) {
+        if media_types::layer_compression(&layer.media_type) != Some(Compression::None) {
+            continue;
+        }
+        let (digest, size) = layer_blob(state, &layer.digest, diff_id, Compression::Gzip)?;
+        *layer = Descriptor::new(Compression::Gzip.oci_media_type(), digest, size);
+        changed = true;
+    }
+    if !changed {
+        return Ok(descriptor.clone());
+    }
+    let manifest = Blob::canonical(value)?;
+    state.content.put(manifest.bytes())?;
+    Ok(manifest.descriptor(media_types::OCI_MANIFEST))
+}
+
 /// The blob of layer `diff_id` in `compression`: remembered, or made from `source`.
 fn layer_blob(
     state: &State,

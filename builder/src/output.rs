@@ -39,9 +39,28 @@ pub enum Destination {
 /// What every image-carrying output shares.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OutputOptions {
-    pub compression: Compression,
+    /// `compression=`; `None` when not asked: see [`OutputOptions::compression_for`].
+    pub compression: Option<Compression>,
     /// Recompress layers stored with another compression (buildx's `force-compression`).
     pub force_compression: bool,
+}
+
+impl OutputOptions {
+    /// The compression the build's layers take in `output`. Steps commit uncompressed layers
+    /// (hashing only, no compressor on the build's path); what leaves the machine — a push, an
+    /// OCI layout — is gzip unless `compression=` says otherwise, made once per layer and
+    /// remembered. The local store keeps layers as they are unless asked, as Docker's store
+    /// keeps them uncompressed; `None` means "leave them".
+    pub fn compression_for(&self, output: &Output) -> Option<Compression> {
+        match output {
+            Output::Image { push: false, .. } => self.compression,
+            Output::Image { push: true, .. } | Output::Oci { .. } => {
+                Some(self.compression.unwrap_or(Compression::Gzip))
+            }
+            // Their formats hold uncompressed layers, or no layers at all.
+            Output::Docker { .. } | Output::Local { .. } | Output::Tar { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -144,7 +163,7 @@ fn split_csv(spec: &str) -> Result<Vec<String>, String> {
 fn output_options(attrs: &mut BTreeMap<String, String>) -> Result<OutputOptions, String> {
     let mut options = OutputOptions::default();
     if let Some(c) = attrs.remove("compression") {
-        options.compression = c.parse()?;
+        options.compression = Some(c.parse()?);
     }
     if let Some(v) = attrs.remove("force-compression") {
         options.force_compression = boolean("force-compression", &v)?;
@@ -281,7 +300,7 @@ mod tests {
             }
         );
         let spec = OutputSpec::parse("type=tar,dest=-,compression=zstd", &[]).unwrap();
-        assert_eq!(spec.options.compression, Compression::Zstd);
+        assert_eq!(spec.options.compression, Some(Compression::Zstd));
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub fn push(state: &State, args: &PushArgs) -> anyhow::Result<()> {
             .parse()
             .with_context(|| format!("{text} has no registry name to push to"))?;
         let top = Descriptor::new(record.media_type, record.digest, record.size);
+        // The store may hold layers uncompressed (as builds commit them); a registry gets gzip.
+        let top = crate::export::for_push(state, &top)?;
         registry.push(state, &top, &[name])?;
     }
     Ok(())
