@@ -25,7 +25,7 @@ use super::changes::{Change, ChangeSet};
 use super::compress::Compressor;
 use super::tar_header::{padding, write_header, EntryMeta, Kind, Xattr};
 use super::Compression;
-use crate::digest::{Digest, HashingWriter};
+use crate::digest::{Digest, DigestHasher, HashingWriter};
 
 /// Read and write buffer size: large enough that syscalls and hashing calls are few.
 const BUF_SIZE: usize = 256 * 1024;
@@ -109,14 +109,54 @@ impl LayerInfo {
 }
 
 /// The output chain: tar bytes are hashed (diffID), buffered, compressed, hashed again (blob).
-type Chain<W> = HashingWriter<BufWriter<Compressor<HashingWriter<W>>>>;
+type Chain<W> = HashingWriter<BufWriter<Compressor<BlobHasher<W>>>>;
+
+/// Hashes the compressed bytes; an uncompressed blob is the tar itself, whose digest (the
+/// diffID) is known already, so its bytes are only counted — a large layer costs one hash
+/// fewer.
+struct BlobHasher<W> {
+    inner: W,
+    hasher: Option<DigestHasher>,
+    len: u64,
+}
+
+impl<W: Write> BlobHasher<W> {
+    fn new(inner: W, compression: Compression) -> Self {
+        let hasher = (compression != Compression::None).then(DigestHasher::default);
+        BlobHasher {
+            inner,
+            hasher,
+            len: 0,
+        }
+    }
+
+    /// The inner writer, the blob digest (`None` when it is the diffID) and the size.
+    fn finish(self) -> (W, Option<Digest>, u64) {
+        (self.inner, self.hasher.map(|h| h.finish().0), self.len)
+    }
+}
+
+impl<W: Write> Write for BlobHasher<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
 
 fn chain<W: Write>(
     out: W,
     compression: Compression,
     threads: usize,
 ) -> Result<Chain<W>, WriteError> {
-    let compressor = Compressor::new(compression, threads, HashingWriter::new(out))
+    let compressor = Compressor::new(compression, threads, BlobHasher::new(out, compression))
         .map_err(WriteError::Output)?;
     Ok(HashingWriter::new(BufWriter::with_capacity(
         BUF_SIZE, compressor,
@@ -137,7 +177,7 @@ fn finish_chain<W: Write>(
     Ok(LayerInfo {
         diff_id,
         uncompressed_size,
-        blob_digest,
+        blob_digest: blob_digest.unwrap_or(diff_id),
         size,
         compression,
     })
