@@ -61,9 +61,12 @@ pub fn from_file(path: &Path) -> Result<BTreeMap<String, PathBuf>, EmulationErro
 
 /// The platform architecture `arch` stands for (`aarch64` → `arm64`, `linux/arm/v7` → `arm`).
 pub fn normalize_arch(arch: &str) -> Result<String, String> {
-    Platform::parse(arch)
-        .map(|p| p.architecture)
-        .map_err(|e| format!("{arch:?} is not an architecture rbuild knows: {e}"))
+    Platform::parse(arch).map(|p| p.architecture).map_err(|_| {
+        format!(
+            "{arch:?} is not an architecture rbuild knows (amd64, arm64, arm, 386, riscv64, \
+                 ppc64le, ppc64, s390x, mips64le, mips64, loong64, wasm)"
+        )
+    })
 }
 
 /// Checks that `path` is an executable file and returns it absolute, so the executor can bind
