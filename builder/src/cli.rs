@@ -49,9 +49,20 @@ pub enum Command {
     Login(LoginArgs),
     /// Remove saved credentials for a registry.
     Logout(LogoutArgs),
+    /// Register qemu-user-static's binfmt_misc handlers so RUN steps for foreign platforms run
+    /// (as root; mounts binfmt_misc if needed).
+    SetupBinfmt(SetupBinfmtArgs),
     /// Look inside the frontend: the parsed Dockerfile, the build graph.
     #[command(subcommand)]
     Debug(DebugCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct SetupBinfmtArgs {
+    /// Only the handlers of these platforms (`linux/arm64`, `riscv64`); default: every
+    /// foreign architecture qemu-user-static has a handler for.
+    #[arg(value_name = "PLATFORM")]
+    pub platforms: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -206,7 +217,7 @@ pub enum SaveFormat {
 
 /// The words that name a subcommand (or ask clap for help); anything else in first position
 /// means `build`.
-const SUBCOMMANDS: [&str; 17] = [
+const SUBCOMMANDS: [&str; 18] = [
     "build",
     "push",
     "pull",
@@ -219,6 +230,7 @@ const SUBCOMMANDS: [&str; 17] = [
     "du",
     "prune",
     "debug",
+    "setup-binfmt",
     "help",
     "-h",
     "--help",
@@ -359,6 +371,31 @@ pub struct BuildArgs {
     /// How step filesystems are made: overlayfs mounts, or copies where overlay is missing.
     #[arg(long, value_enum, default_value_t = SnapshotterChoice::Auto, env = "RBUILD_SNAPSHOTTER")]
     pub snapshotter: SnapshotterChoice,
+
+    /// Run RUN steps for a foreign architecture through this host program (a static
+    /// qemu-user: `arm64=/usr/bin/qemu-aarch64-static`) instead of binfmt_misc; repeatable.
+    #[arg(long = "emulator", value_name = "ARCH=PATH", value_parser = parse_emulator)]
+    pub emulators: Vec<EmulatorArg>,
+}
+
+/// One `--emulator ARCH=PATH`: `arch` normalised as platforms are (`aarch64` → `arm64`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmulatorArg {
+    pub arch: String,
+    pub path: PathBuf,
+}
+
+fn parse_emulator(text: &str) -> Result<EmulatorArg, String> {
+    let (arch, path) = text
+        .split_once('=')
+        .ok_or_else(|| "expected ARCH=PATH, e.g. arm64=/usr/bin/qemu-aarch64-static".to_string())?;
+    if path.is_empty() {
+        return Err("the emulator's PATH after `=` is empty".to_string());
+    }
+    Ok(EmulatorArg {
+        arch: crate::emulation::hooks::normalize_arch(arch)?,
+        path: PathBuf::from(path),
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -577,6 +614,36 @@ mod tests {
         assert!(matches!(cli.command, Command::Build(a) if a.tags == ["a"]));
         let cli = parse(&["rbuild", "save", "a", "--root", "/r"]).unwrap();
         assert_eq!(cli.root.as_deref(), Some(std::path::Path::new("/r")));
+    }
+
+    #[test]
+    fn emulators_parse_with_their_architecture_normalised() {
+        let cli = parse(&[
+            "rbuild",
+            "--emulator",
+            "aarch64=/usr/bin/qemu-aarch64-static",
+            "--emulator=linux/riscv64=q",
+            ".",
+        ])
+        .unwrap();
+        let Command::Build(args) = cli.command else {
+            panic!("not a build");
+        };
+        assert_eq!(args.emulators[0].arch, "arm64");
+        assert_eq!(
+            args.emulators[0].path,
+            PathBuf::from("/usr/bin/qemu-aarch64-static")
+        );
+        assert_eq!(args.emulators[1].arch, "riscv64");
+        assert!(parse(&["rbuild", "--emulator", "arm64", "."]).is_err());
+        assert!(parse(&["rbuild", "--emulator", "vax=/q", "."]).is_err());
+        assert!(parse(&["rbuild", "--emulator", "arm64=", "."]).is_err());
+    }
+
+    #[test]
+    fn setup_binfmt_is_a_subcommand() {
+        let cli = parse(&["rbuild", "setup-binfmt", "linux/arm64"]).unwrap();
+        assert!(matches!(cli.command, Command::SetupBinfmt(a) if a.platforms == ["linux/arm64"]));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod build;
 pub mod cachekey;
 pub mod cli;
 pub mod debug;
+pub mod emulation;
 pub mod executor;
 pub mod export;
 pub mod fileop;

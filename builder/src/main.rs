@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 use rbuild::cli::{Cli, Command};
+use rbuild::emulation::setup::setup_binfmt;
 use rbuild::source::Reported;
 use rbuild::state::{Access, State};
 use rbuild::{build, debug, images};
@@ -46,6 +47,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Pull(args) => images::pull(&open(Access::Shared)?, args),
         Command::Login(args) => images::login(args),
         Command::Logout(args) => images::logout(args),
+        Command::SetupBinfmt(args) => Ok(setup_binfmt(&args.platforms)?),
         Command::Debug(command) => debug::run(command),
     }
 }

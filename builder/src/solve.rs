@@ -654,6 +654,7 @@ impl<'s, 'a> Job<'s, 'a> {
             network,
             hostname: "buildkitsandbox".to_string(),
             mounts,
+            emulator: None,
         };
         let mut sink = StepOutput {
             vertex: self.info.clone(),

@@ -13,12 +13,14 @@
 //!   container;
 //! - [`stubs`]: mount targets the runtime creates in the rootfs, removed again after the run so
 //!   they never land in a layer;
+//! - [`emulated`]: the argv that runs a process through an emulator hook;
 //! - [`output`]: the two output streams, forwarded as they arrive, and the tail kept for errors;
 //! - [`runc`]: the runtime itself.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub mod emulated;
 pub mod etc;
 pub mod output;
 pub mod runc;
@@ -68,7 +70,15 @@ pub struct RunSpec {
     /// BuildKit uses [`DEFAULT_HOSTNAME`]; empty means that.
     pub hostname: String,
     pub mounts: Vec<BindMount>,
+    /// A host emulator (qemu-user) to run the process through, for a foreign platform without
+    /// a usable binfmt_misc handler: bound read-only at [`EMULATOR_PATH`] and made the
+    /// process, with the program and its argv as its arguments.
+    pub emulator: Option<PathBuf>,
 }
+
+/// Where an emulator hook appears in the container (BuildKit uses
+/// `/dev/.buildkit_qemu_emulator`): on the runtime's own `/dev` tmpfs, so never in a layer.
+pub const EMULATOR_PATH: &str = "/dev/.rbuild-emulator";
 
 /// BuildKit's hostname for build containers.
 pub const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
@@ -84,6 +94,7 @@ impl RunSpec {
             network: Network::Host,
             hostname: DEFAULT_HOSTNAME.to_string(),
             mounts: Vec::new(),
+            emulator: None,
         }
     }
 

@@ -92,6 +92,12 @@ pub fn validate(run: &RunSpec) -> Result<(), ExecError> {
             )));
         }
     }
+    if let Some(emulator) = run.emulator.as_ref().filter(|e| !e.is_absolute()) {
+        return Err(ExecError::InvalidSpec(format!(
+            "emulator {} is not an absolute path",
+            emulator.display()
+        )));
+    }
     for kv in &run.env {
         if !kv.contains('=') {
             return Err(ExecError::InvalidSpec(format!(
@@ -216,6 +222,11 @@ pub fn mounts(run: &RunSpec, files: &BundleFiles) -> Result<Vec<Mount>, ExecErro
         };
         mounts.push(mount(&m.target, "bind", &m.source, options)?);
     }
+    if let Some(emulator) = &run.emulator {
+        // Executable (no noexec), as BuildKit binds its qemu.
+        let options = ["rbind", "ro", "nosuid", "nodev"];
+        mounts.push(mount(super::EMULATOR_PATH, "bind", emulator, &options)?);
+    }
     Ok(mounts)
 }
 
@@ -244,11 +255,16 @@ pub fn build(
     if !identity.additional_gids.is_empty() {
         user = user.additional_gids(identity.additional_gids.clone());
     }
+    let env = process_env(&run.env, identity);
+    let args = match run.emulator {
+        Some(_) => super::emulated::args(rootfs, &run.args, &env)?,
+        None => run.args.clone(),
+    };
     let process = ProcessBuilder::default()
         .terminal(false)
         .user(user.build().map_err(spec_error)?)
-        .args(run.args.clone())
-        .env(process_env(&run.env, identity))
+        .args(args)
+        .env(env)
         .cwd(&run.cwd)
         .capabilities(capabilities)
         .no_new_privileges(false)
@@ -430,6 +446,42 @@ mod tests {
         assert_eq!(env, ["PATH=/x", "HOME=/"]);
         let env = process_env(&["HOME=/h".to_string()], &root());
         assert_eq!(env, ["HOME=/h".to_string(), format!("PATH={DEFAULT_PATH}")]);
+    }
+
+    #[test]
+    fn an_emulator_is_bound_and_runs_the_program() {
+        let mut run = RunSpec::new(["/bin/busybox", "sh", "-c", "uname -m"]);
+        run.emulator = Some("/usr/bin/qemu-aarch64-static".into());
+        let v = json(&build(Path::new("/r/rootfs"), &run, &root(), &files()).unwrap());
+        assert_eq!(
+            v["process"]["args"],
+            serde_json::json!([
+                "/dev/.rbuild-emulator",
+                "-0",
+                "/bin/busybox",
+                "/bin/busybox",
+                "sh",
+                "-c",
+                "uname -m"
+            ])
+        );
+        let last = v["mounts"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(
+            last,
+            serde_json::json!({
+                "destination": "/dev/.rbuild-emulator",
+                "type": "bind",
+                "source": "/usr/bin/qemu-aarch64-static",
+                "options": ["rbind", "ro", "nosuid", "nodev"]
+            })
+        );
+        // Without one, neither the bind nor the argv change.
+        run.emulator = None;
+        let v = json(&build(Path::new("/r/rootfs"), &run, &root(), &files()).unwrap());
+        assert_eq!(v["process"]["args"][0], "/bin/busybox");
+        assert!(!v["mounts"].to_string().contains("rbuild-emulator"));
+        run.emulator = Some("qemu".into());
+        assert!(matches!(validate(&run), Err(ExecError::InvalidSpec(_))));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Integration tests of the `rbuild` binary: the real executable on fixtures under
 //! `testdata/cli/`, with insta snapshots of exit code, stdout and stderr.
 
+mod arm64;
 mod build;
 mod cache;
 mod cases;
 mod crash;
 mod debug;
+mod emulation;
 mod fault_proxy;
 mod fault_proxy_selftest;
 mod images;
