@@ -68,6 +68,7 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
     let graph = &builds[0];
     let created = created_time(args)?;
     let snapshots = Snapshots::open(&state.root, snapshotter_kind(args.snapshotter))?;
+    let emulators = run_emulators(graph, args)?;
     let executor = executor_for(graph, &state)?;
     // Steps commit uncompressed layers; outputs compress them (once per layer) as they need.
     let layer_options = LayerOptions {
@@ -87,6 +88,7 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
     solver.scope = format!("{}\n{}", args.context, dockerfile_scope(args));
     solver.jobs = args.jobs.unwrap_or(solver.jobs);
     solver.network = network;
+    solver.emulators = emulators;
     let heads: Vec<NodeIndex> = builds.iter().map(|b| b.stages[&b.target].head).collect();
     let solutions = solver.solve(graph, &heads)?;
     // A signal during the last step: stop here rather than export a half-wanted image.
@@ -312,6 +314,34 @@ fn root_base(
             .map(|e| e.source())
             .context("a step without a root filesystem")?;
     }
+}
+
+/// How the RUN steps of each platform will run, checked before any runs: a platform the host
+/// cannot run, with no binfmt_misc handler and no `--emulator` hook, is an error that says how
+/// to fix it. Returns the hooks to use, by platform.
+fn run_emulators(
+    graph: &BuildGraph,
+    args: &BuildArgs,
+) -> anyhow::Result<std::collections::BTreeMap<rbuild_frontend::platform::Platform, PathBuf>> {
+    let platforms: std::collections::BTreeSet<_> = graph
+        .graph
+        .node_weights()
+        .filter_map(|v| match &v.op {
+            Op::Exec(exec) => Some(exec.platform.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut hooks = std::collections::BTreeMap::new();
+    if platforms.is_empty() {
+        return Ok(hooks);
+    }
+    let emulators = crate::emulation::Emulators::load(&args.emulators)?;
+    for platform in platforms {
+        if let crate::emulation::Execution::Hook(path) = emulators.for_platform(&platform)? {
+            hooks.insert(platform, path);
+        }
+    }
+    Ok(hooks)
 }
 
 /// runc when the build runs a RUN; otherwise nothing is needed (config-only images build

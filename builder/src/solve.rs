@@ -69,6 +69,9 @@ pub struct Solver<'a> {
     pub jobs: usize,
     /// The network of RUN steps that do not choose one (`--network`).
     pub network: Network,
+    /// The emulator hook RUN steps of a platform run through (`--emulator`); platforms not
+    /// here run natively or through binfmt_misc.
+    pub emulators: BTreeMap<rbuild_frontend::platform::Platform, PathBuf>,
 }
 
 /// A solved vertex: its result, its cache key, and whether it changed nothing.
@@ -113,6 +116,7 @@ impl<'a> Solver<'a> {
             scope: String::new(),
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             network: Network::Host,
+            emulators: BTreeMap::new(),
         }
     }
 
@@ -654,7 +658,7 @@ impl<'s, 'a> Job<'s, 'a> {
             network,
             hostname: "buildkitsandbox".to_string(),
             mounts,
-            emulator: None,
+            emulator: self.solver.emulators.get(&exec.platform).cloned(),
         };
         let mut sink = StepOutput {
             vertex: self.info.clone(),
