@@ -94,12 +94,17 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
     // A signal during the last step: stop here rather than export a half-wanted image.
     ensure!(!crate::interrupt::interrupted(), "interrupted");
     let mut images = Vec::new();
-    for (build, solution) in builds.iter().zip(&solutions) {
-        let stage = &build.stages[&build.target];
-        let base = root_base(build, stage, &bases)?;
+    for ((build, solution), target) in builds.iter().zip(&solutions).zip(&platforms) {
+        let mut stage = build.stages[&build.target].clone();
+        let base = root_base(build, &stage, &bases)?;
+        // An image built for a platform the user named is that platform's, whatever its
+        // last stage's FROM --platform says (as BuildKit labels an explicit target).
+        if let Some(target) = target {
+            stage.platform = target.clone();
+        }
         images.push(assemble(
             &state,
-            stage,
+            &stage,
             base.as_ref(),
             &solution.layers,
             &solution.empty_steps,
@@ -108,18 +113,21 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
         )?);
     }
     let built = Built::new(&state, images)?;
-    progress(format_args!("writing image {} done", built.id()));
-    let mut sent = Vec::new();
-    for spec in &outputs {
-        sent.push(send(&state, &built, spec, &bases)?);
-    }
-    // What the first output holds names the result: its manifest (or index) as written there,
-    // compressed as that output wanted.
-    let top = sent.swap_remove(0);
-    let id = match built.images.len() {
-        1 => built.images[0].config_digest,
-        _ => top.digest,
+    // Each output's form of the result (layers compressed as it wants), made before any is
+    // written; the first one's names the result.
+    let prepared = outputs
+        .iter()
+        .map(|spec| prepare(&state, &built, spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let top = prepared[0].0.clone();
+    let id = match built.index {
+        None => built.images[0].config_digest,
+        Some(_) => top.digest,
     };
+    progress(format_args!("writing image {id} done"));
+    for (spec, (top, children)) in outputs.iter().zip(&prepared) {
+        write_output(&state, top, children, spec, &bases)?;
+    }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, id.to_string())
             .with_context(|| format!("writing --iidfile {}", path.display()))?;
@@ -316,13 +324,11 @@ fn root_base(
     }
 }
 
-/// How the RUN steps of each platform will run, checked before any runs: a platform the host
-/// cannot run, with no binfmt_misc handler and no `--emulator` hook, is an error that says how
-/// to fix it. Returns the hooks to use, by platform.
-fn run_emulators(
-    graph: &BuildGraph,
-    args: &BuildArgs,
-) -> anyhow::Result<std::collections::BTreeMap<rbuild_frontend::platform::Platform, PathBuf>> {
+/// How the RUN steps of each platform will run: through an `--emulator` hook (the path), or
+/// natively / through binfmt_misc (`None`), or the reason they cannot run here, which a RUN
+/// of that platform reports when it is about to run (a rebuild whose steps all hit needs no
+/// emulator).
+fn run_emulators(graph: &BuildGraph, args: &BuildArgs) -> anyhow::Result<crate::solve::Emulation> {
     let platforms: std::collections::BTreeSet<_> = graph
         .graph
         .node_weights()
@@ -331,17 +337,20 @@ fn run_emulators(
             _ => None,
         })
         .collect();
-    let mut hooks = std::collections::BTreeMap::new();
+    let mut plan = crate::solve::Emulation::new();
     if platforms.is_empty() {
-        return Ok(hooks);
+        return Ok(plan);
     }
     let emulators = crate::emulation::Emulators::load(&args.emulators)?;
     for platform in platforms {
-        if let crate::emulation::Execution::Hook(path) = emulators.for_platform(&platform)? {
-            hooks.insert(platform, path);
-        }
+        let how = match emulators.for_platform(&platform) {
+            Ok(crate::emulation::Execution::Hook(path)) => Ok(Some(path)),
+            Ok(_) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        };
+        plan.insert(platform, how);
     }
-    Ok(hooks)
+    Ok(plan)
 }
 
 /// runc when the build runs a RUN; otherwise nothing is needed (config-only images build
@@ -435,14 +444,6 @@ impl Built {
             }
         };
         Ok(Built { images, index })
-    }
-
-    /// The image ID as built: the config digest of a single image, the digest of an index.
-    fn id(&self) -> Digest {
-        match &self.index {
-            Some(index) => index.digest,
-            None => self.images[0].config_digest,
-        }
     }
 }
 
@@ -556,16 +557,15 @@ fn pair_history_with_layers(history: &mut Vec<History>, layers: usize) {
     }
 }
 
-/// Sends the result to one output; returns the manifest or index it holds.
-fn send(
+/// The result as `spec`'s output holds it: its manifest or index, and the manifest of each
+/// platform. The build's own layers take the output's compression (made here once per layer
+/// and remembered); base layers are recompressed only when asked (`force-compression=true`),
+/// as BuildKit does.
+fn prepare(
     state: &State,
     built: &Built,
     spec: &OutputSpec,
-    bases: &StoreBases,
-) -> anyhow::Result<Descriptor> {
-    // The build's own layers take the output's compression (made here once per layer and
-    // remembered); base layers are recompressed only when asked (`force-compression=true`),
-    // as BuildKit does.
+) -> anyhow::Result<(Descriptor, Vec<(Descriptor, Platform)>)> {
     let mut children = Vec::new();
     for image in &built.images {
         let from = match spec.options.force_compression {
@@ -582,8 +582,7 @@ fn send(
         None => children[0].0.clone(),
         Some(_) => export::put_index(state, &children)?,
     };
-    write_output(state, &top, &children, spec, bases)?;
-    Ok(top)
+    Ok((top, children))
 }
 
 fn write_output(

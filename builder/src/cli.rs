@@ -374,6 +374,8 @@ pub struct BuildArgs {
 
     /// Run RUN steps for a foreign architecture through this host program (a static
     /// qemu-user: `arm64=/usr/bin/qemu-aarch64-static`) instead of binfmt_misc; repeatable.
+    /// Stock qemu emulates the step's first process only: programs it starts need
+    /// binfmt_misc too (busybox applets run in-process).
     #[arg(long = "emulator", value_name = "ARCH=PATH", value_parser = parse_emulator)]
     pub emulators: Vec<EmulatorArg>,
 }

@@ -219,11 +219,11 @@ pub fn open_input(path: &Path) -> anyhow::Result<File> {
     File::open(path).with_context(|| format!("opening {}", path.display()))
 }
 
-/// The image with every layer in `compression` (buildx's `force-compression=true`): layers
-/// compressed otherwise are recompressed once, remembered in cache.db by diffID, and reused.
-/// Returns the descriptor of the new manifest (the same one when nothing changes).
-/// The image with its layers from index `from` on in `compression` (made once per diffID and
-/// remembered); earlier layers stay as they are.
+/// The image with its layers from index `from` on in `compression`, and the uncompressed ones
+/// before it too (a base built here, stored as committed): each made once per diffID and
+/// remembered. Other earlier layers stay as they are, as BuildKit leaves a base's blobs
+/// unless forced (`from` 0). Returns the descriptor of the new manifest (the same one when
+/// nothing changes).
 pub fn recompressed(
     state: &State,
     descriptor: &Descriptor,
@@ -236,8 +236,10 @@ pub fn recompressed(
     let diff_ids = &config.value().rootfs.diff_ids;
     let mut value = manifest.value().clone();
     let mut changed = false;
-    for (layer, diff_id) in value.layers.iter_mut().zip(diff_ids).skip(from) {
-        if media_types::layer_compression(&layer.media_type) == Some(compression) {
+    for (i, (layer, diff_id)) in value.layers.iter_mut().zip(diff_ids).enumerate() {
+        let has = media_types::layer_compression(&layer.media_type);
+        let wanted = i >= from || has == Some(Compression::None);
+        if !wanted || has == Some(compression) {
             continue;
         }
         let (digest, size) = layer_blob(state, &layer.digest, diff_id, compression)?;
@@ -253,19 +255,20 @@ pub fn recompressed(
 }
 
 /// The image (a manifest, or an index of them) as a push sends it: uncompressed layers gzip
-/// (made once per layer and remembered), the others as they are.
+/// (made once per layer and remembered), the others as they are. Index entries the store
+/// does not hold (platforms never pulled) are left for the push to report.
 pub fn for_push(state: &State, top: &Descriptor) -> anyhow::Result<Descriptor> {
     if !media_types::is_index(&top.media_type) {
-        return compressed_where_plain(state, top);
+        return recompressed(state, top, Compression::Gzip, usize::MAX);
     }
     let index: Blob<Index> = Blob::parse(state.content.read(&top.digest)?)?;
     let mut value = index.value().clone();
     let mut changed = false;
     for entry in &mut value.manifests {
-        if !media_types::is_manifest(&entry.media_type) {
+        if !media_types::is_manifest(&entry.media_type) || !state.content.contains(&entry.digest) {
             continue;
         }
-        let compressed = compressed_where_plain(state, entry)?;
+        let compressed = recompressed(state, entry, Compression::Gzip, usize::MAX)?;
         if compressed.digest != entry.digest {
             (entry.digest, entry.size) = (compressed.digest, compressed.size);
             entry.media_type = compressed.media_type;
@@ -278,30 +281,6 @@ pub fn for_push(state: &State, top: &Descriptor) -> anyhow::Result<Descriptor> {
     let index = Blob::canonical(value)?;
     state.content.put(index.bytes())?;
     Ok(index.descriptor(media_types::OCI_INDEX))
-}
-
-/// The manifest with its uncompressed layers gzip (the same descriptor when it has none).
-fn compressed_where_plain(state: &State, descriptor: &Descriptor) -> anyhow::Result<Descriptor> {
-    let manifest = read_manifest(state, descriptor)?;
-    let config: Blob<ImageConfig> =
-        Blob::parse(state.content.read(&manifest.value().config.digest)?)?;
-    let diff_ids = &config.value().rootfs.diff_ids;
-    let mut value = manifest.value().clone();
-    let mut changed = false;
-    for (layer, diff_id) in value.layers.iter_mut().zip(diff_ids) {
-        if media_types::layer_compression(&layer.media_type) != Some(Compression::None) {
-            continue;
-        }
-        let (digest, size) = layer_blob(state, &layer.digest, diff_id, Compression::Gzip)?;
-        *layer = Descriptor::new(Compression::Gzip.oci_media_type(), digest, size);
-        changed = true;
-    }
-    if !changed {
-        return Ok(descriptor.clone());
-    }
-    let manifest = Blob::canonical(value)?;
-    state.content.put(manifest.bytes())?;
-    Ok(manifest.descriptor(media_types::OCI_MANIFEST))
 }
 
 /// The blob of layer `diff_id` in `compression`: remembered, or made from `source`.

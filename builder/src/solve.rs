@@ -69,10 +69,13 @@ pub struct Solver<'a> {
     pub jobs: usize,
     /// The network of RUN steps that do not choose one (`--network`).
     pub network: Network,
-    /// The emulator hook RUN steps of a platform run through (`--emulator`); platforms not
-    /// here run natively or through binfmt_misc.
-    pub emulators: BTreeMap<rbuild_frontend::platform::Platform, PathBuf>,
+    /// How RUN steps of each platform run (see [`Emulation`]).
+    pub emulators: Emulation,
 }
+
+/// By platform: the `--emulator` hook its RUN steps run through, `None` when they run natively
+/// or through binfmt_misc, or why they cannot run here (said when one is about to run).
+pub type Emulation = BTreeMap<rbuild_frontend::platform::Platform, Result<Option<PathBuf>, String>>;
 
 /// A solved vertex: its result, its cache key, and whether it changed nothing.
 #[derive(Clone, Debug)]
@@ -648,6 +651,11 @@ impl<'s, 'a> Job<'s, 'a> {
             NetworkMode::Host => Network::Host,
             NetworkMode::Default => self.solver.network,
         };
+        let emulator = match self.solver.emulators.get(&exec.platform) {
+            Some(Err(why)) => bail!("{why}"),
+            Some(Ok(hook)) => hook.clone(),
+            None => None,
+        };
         let scratch = self.solver.state.temp_dir()?;
         let mounts = heredoc_files(exec, scratch.path())?;
         let spec = RunSpec {
@@ -658,7 +666,7 @@ impl<'s, 'a> Job<'s, 'a> {
             network,
             hostname: "buildkitsandbox".to_string(),
             mounts,
-            emulator: self.solver.emulators.get(&exec.platform).cloned(),
+            emulator,
         };
         let mut sink = StepOutput {
             vertex: self.info.clone(),

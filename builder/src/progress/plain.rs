@@ -130,12 +130,16 @@ impl Reporter for Plain {
         self.with(|s| {
             let v = s.vertex(vertex);
             let mut lines: Vec<_> = v.log.flush().iter().map(|l| l.stamped()).collect();
-            lines.push(match super::is_canceled(error) {
+            let canceled = super::is_canceled(error);
+            lines.push(match canceled {
                 true => b"CANCELED".to_vec(),
                 false => format!("ERROR: {error}").into_bytes(),
             });
             s.emit(vertex, lines, true);
-            s.failed.push(vertex.digest.clone());
+            // Only real errors get the box of last output lines at the end.
+            if !canceled {
+                s.failed.push(vertex.digest.clone());
+            }
         });
     }
 

@@ -160,12 +160,15 @@ impl Reporter for Tty {
             None => StepLog::new(0),
         };
         log.flush();
-        let status = match super::is_canceled(error) {
+        let canceled = super::is_canceled(error);
+        let status = match canceled {
             true => "CANCELED".to_string(),
             false => format!("ERROR: {error}"),
         };
         let mut text = settled_line(state.color, false, &vertex.name, &status).into_bytes();
-        text.extend_from_slice(&error_report(&vertex.name, &log));
+        if !canceled {
+            text.extend_from_slice(&error_report(&vertex.name, &log));
+        }
         self.settle(&mut state, vertex, &text);
     }
 

@@ -719,16 +719,31 @@ impl<'a> Lowering<'a> {
 
 impl Lowering<'_> {
     /// A stage as progress names it: its name or `stage-N`, after the stage's platform in a
-    /// build for several platforms (`linux/arm64 build`), as BuildKit names them.
+    /// build for several platforms (`linux/arm64 build`), as BuildKit names them. Vertices
+    /// that two platforms share are one (by digest) and keep the first platform's name.
     fn label(&self, stage: &Stage, index: usize, platform: &Platform) -> String {
         let name = stage
             .from
             .name
             .clone()
             .unwrap_or_else(|| format!("stage-{index}"));
-        match self.options.platform_in_names {
-            true => format!("{platform} {name}"),
-            false => name,
+        if !self.options.platform_in_names {
+            return name;
         }
+        // A stage on another platform than the target (a `$BUILDPLATFORM` stage) says both,
+        // as BuildKit does: `linux/amd64->arm64 build`.
+        let target = &self.target_platform;
+        let mut arrow = String::new();
+        if target != platform {
+            arrow.push_str("->");
+            if target.os != platform.os {
+                arrow.push_str(&format!("{}/", target.os));
+            }
+            arrow.push_str(&target.architecture);
+            if !target.variant.is_empty() {
+                arrow.push_str(&format!("/{}", target.variant));
+            }
+        }
+        format!("{platform}{arrow} {name}")
     }
 }

@@ -100,8 +100,14 @@ mod tests {
             lower_for(src, "linux/arm64"),
         ]);
         let host = Platform::host();
+        // The tool stage reads no TARGET* arg: one vertex, named by the first platform's
+        // lowering (`->arm64` when the host is not amd64).
+        let arrow = match host.architecture.as_str() {
+            "amd64" => String::new(),
+            _ => "->amd64".to_string(),
+        };
         let mut expected = vec![
-            format!("[{host} tool 1/1] RUN make tool"),
+            format!("[{host}{arrow} tool 1/1] RUN make tool"),
             "[linux/amd64 stage-1 3/3] RUN run $TARGETARCH".to_string(),
             "[linux/arm64 stage-1 3/3] RUN run $TARGETARCH".to_string(),
         ];
@@ -119,6 +125,23 @@ mod tests {
         }
         let tool = |b: &BuildGraph| b.stages[&0].head;
         assert_eq!(tool(&merged[0]), tool(&merged[1]));
+    }
+
+    #[test]
+    fn a_build_platform_stage_that_reads_targetarch_is_one_vertex_per_platform() {
+        let src = "FROM --platform=$BUILDPLATFORM busybox AS build\nARG TARGETARCH\n\
+                   RUN cc --target=$TARGETARCH\n";
+        let merged = merge(vec![
+            lower_for(src, "linux/amd64"),
+            lower_for(src, "linux/arm64"),
+        ]);
+        let names = runs(&merged[0]);
+        assert_eq!(names.len(), 2, "{names:?}");
+        // Named apart (BuildKit's `->arch`), so progress and miss reasons tell them apart.
+        assert!(
+            names.iter().any(|n| n.contains("->arm64 build")),
+            "{names:?}"
+        );
     }
 
     #[test]
