@@ -11,13 +11,18 @@
 #   4. build (scripts/bench-build.sh): the same Dockerfiles built with rbuild, BuildKit (Docker's
 #      daemon, started if installed and not running) and buildah when installed, alternating:
 #      a 10,000-file context cold, no-op and after one file changed, four `RUN sleep 1` stages,
-#      a 512 MiB layer; medians, the ratios rbuild/BuildKit and the goals met or missed.
+#      a 512 MiB layer; medians, the ratios rbuild/BuildKit and the goals met or missed;
+#   5. multiplatform (scripts/bench-multiplatform.sh): one rbuild build for linux/amd64 and
+#      linux/arm64 (arm64 through qemu-user-static) of 4 RUN-heavy steps FROM a busybox index in
+#      a loopback registry, beside BuildKit's two single-platform builds of the same Dockerfile;
+#      medians and the ratio rbuild / BuildKit.
 #
-#   scripts/bench.sh            # all four
+#   scripts/bench.sh            # all five
 #   scripts/bench.sh frontend   # only the front end (GOAL_MS=2 for another goal)
 #   scripts/bench.sh layers     # only the layers
 #   scripts/bench.sh push       # only the push
 #   scripts/bench.sh build      # only the builds
+#   scripts/bench.sh multiplatform   # only the multi-platform builds
 #
 # Exits 0 whatever the figure: performance is reported, never asserted (DESIGN.md, Testing).
 set -euo pipefail
@@ -28,9 +33,10 @@ case $WHAT in
     layers) exec scripts/bench-layers.sh ;;
     push) exec scripts/bench-push.sh ;;
     build) exec scripts/bench-build.sh ;;
+    multiplatform) exec scripts/bench-multiplatform.sh ;;
     all | frontend) ;;
     *)
-        echo "usage: scripts/bench.sh [frontend|layers|push|build]" >&2
+        echo "usage: scripts/bench.sh [frontend|layers|push|build|multiplatform]" >&2
         exit 2
         ;;
 esac
@@ -69,4 +75,6 @@ if [[ $WHAT == all ]]; then
     scripts/bench-push.sh
     echo
     scripts/bench-build.sh
+    echo
+    scripts/bench-multiplatform.sh
 fi

@@ -16,7 +16,10 @@ export CARGO_CACHE_RUSTC_INFO=0
 
 # Debian packages the tests use: peers that must accept what rbuild writes (skopeo, umoci),
 # the compressors layers are checked against (gzip, zstd), tar/diff for round trips.
-SYSTEM_PACKAGES=(skopeo umoci zstd gzip tar diffutils python3 runc busybox-static docker-registry apache2-utils openssl curl)
+# qemu-user-static runs the arm64 steps of the multi-platform tests (they register its binfmt
+# handlers themselves with `rbuild setup-binfmt`).
+SYSTEM_PACKAGES=(skopeo umoci zstd gzip tar diffutils python3 runc busybox-static docker-registry apache2-utils openssl curl
+    qemu-user-static)
 
 run() {
     echo "+ $*" >&2
@@ -57,12 +60,45 @@ need_cmd() {
     fi
 }
 
+# need_arm64_busybox: the multi-platform tests' arm64 base image is Debian's busybox-static:arm64,
+# which they extract from its .deb in $RBUILD_TEST_DEBS (builder/tests/cli/arm64.rs). Downloaded
+# once (kept while a busybox-static_*_arm64.deb is there); `apt-get download` needs the arm64
+# dpkg architecture, so it is added when missing, then the package lists are fetched again.
+RBUILD_TEST_DEBS=${RBUILD_TEST_DEBS:-/var/cache/rbuild-test-debs}
+need_arm64_busybox() {
+    if compgen -G "$RBUILD_TEST_DEBS/busybox-static_*_arm64.deb" >/dev/null; then
+        return 0
+    fi
+    local sudo=()
+    if ((EUID != 0)); then
+        sudo=(sudo)
+    fi
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+        run "${sudo[@]}" dpkg --add-architecture arm64
+        APT_UPDATED=false
+    fi
+    if ! $APT_UPDATED; then
+        run "${sudo[@]}" apt-get update -qq
+        APT_UPDATED=true
+    fi
+    run "${sudo[@]}" mkdir -p "$RBUILD_TEST_DEBS"
+    # As root, apt warns that the download runs unsandboxed (its _apt user cannot write the
+    # directory); the .deb is verified against the signed lists all the same.
+    (cd "$RBUILD_TEST_DEBS" && run "${sudo[@]}" apt-get download -qq busybox-static:arm64)
+    if ! compgen -G "$RBUILD_TEST_DEBS/busybox-static_*_arm64.deb" >/dev/null; then
+        echo "test.sh: apt-get download left no busybox-static_*_arm64.deb in $RBUILD_TEST_DEBS" >&2
+        exit 1
+    fi
+}
+
 need_cmd cargo "install Rust (rustup or Debian's cargo)"
 need_cmd rustfmt "install it with 'rustup component add rustfmt'"
 need_cmd cargo-clippy "install it with 'rustup component add clippy'"
 if ((${#SYSTEM_PACKAGES[@]} > 0)); then
     need_pkg "${SYSTEM_PACKAGES[@]}"
 fi
+need_arm64_busybox
+export RBUILD_TEST_DEBS
 
 run cargo --version
 run cargo fmt --all --check

@@ -11,6 +11,7 @@ mod emulation;
 mod fault_proxy;
 mod fault_proxy_selftest;
 mod images;
+mod multiplatform;
 mod registry;
 mod registry_auth;
 mod registry_fixture;
