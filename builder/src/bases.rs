@@ -65,8 +65,14 @@ impl<'s> StoreBases<'s> {
         let found = resolved
             .entry(key)
             .or_insert_with(|| {
-                self.resolve(reference, platform)
-                    .map_err(|e| format!("base image {reference}: {e:#}"))
+                self.resolve(reference, platform).map_err(|e| {
+                    // Registry errors start with the name they were about already.
+                    let text = format!("{e:#}");
+                    match text.starts_with(reference) {
+                        true => format!("base image {text}"),
+                        false => format!("base image {reference}: {text}"),
+                    }
+                })
             })
             .clone();
         found.map_err(anyhow::Error::msg)

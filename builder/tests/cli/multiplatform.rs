@@ -422,8 +422,6 @@ fn a_base_without_a_wanted_platform_fails_listing_the_platforms_it_has() {
 /// With a RUN for linux/s390x and no emulator for it, the base's missing platform is still
 /// the error (BuildKit resolves the bases first): installing qemu would not help.
 #[test]
-#[ignore = "rbuild checks RUN emulators before it resolves the bases: it asks for qemu-s390x \
-            first (builder/src/build.rs, run_emulators before solve)"]
 fn a_base_without_a_wanted_platform_is_reported_before_a_missing_emulator() {
     let Some(fx) = Fixture::new(true) else {
         return;
