@@ -68,7 +68,7 @@ impl<'s> StoreBases<'s> {
                 self.resolve(reference, platform).map_err(|e| {
                     // Registry errors start with the name they were about already.
                     let text = format!("{e:#}");
-                    match text.starts_with(reference) {
+                    match text.starts_with(&format!("{reference}: ")) {
                         true => format!("base image {text}"),
                         false => format!("base image {reference}: {text}"),
                     }

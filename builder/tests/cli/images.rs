@@ -413,9 +413,9 @@ fn a_base_image_that_is_not_in_the_store_is_a_clear_error() {
     let out = ws.build("FROM 127.0.0.1:9/nothere:3\nENV A=1\n", &[]);
     assert_eq!(out.code, 1);
     assert!(
-        out.stderr.contains(
-            "error: base image 127.0.0.1:9/nothere:3: 127.0.0.1:9/nothere:3: resolve tag: "
-        ) && out.stderr.contains("Connection refused"),
+        out.stderr
+            .contains("error: base image 127.0.0.1:9/nothere:3: resolve tag: ")
+            && out.stderr.contains("Connection refused"),
         "{out}"
     );
 }
