@@ -52,6 +52,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<()> {
 /// build for several platforms).
 fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::Digest> {
     let outputs = output_specs(args)?;
+    refuse_missing_features(args)?;
     let network = build_network(args)?;
     let state = State::open(root, Access::Shared)?;
     let inputs = read_inputs(args, &state)?;
@@ -256,13 +257,23 @@ fn output_specs(args: &BuildArgs) -> anyhow::Result<Vec<OutputSpec>> {
     Ok(specs)
 }
 
-/// `--network`: the network of RUN steps that name none. `--secret` and `--ssh` need RUN
-/// mounts, which are not there yet: refused rather than ignored.
-fn build_network(args: &BuildArgs) -> anyhow::Result<crate::executor::Network> {
+/// Flags buildx takes that rbuild does not implement yet: refused rather than ignored, so a
+/// build never seems to do what it did not.
+fn refuse_missing_features(args: &BuildArgs) -> anyhow::Result<()> {
     ensure!(
         args.secrets.is_empty() && args.ssh.is_empty(),
         "--secret and --ssh are not implemented yet (issue #9)"
     );
+    ensure!(
+        args.cache_from.is_empty() && args.cache_to.is_empty(),
+        "--cache-from and --cache-to are not implemented yet (issue #8); the local build cache \
+         needs no flag"
+    );
+    Ok(())
+}
+
+/// `--network`: the network of RUN steps that name none.
+fn build_network(args: &BuildArgs) -> anyhow::Result<crate::executor::Network> {
     Ok(match args.network.as_str() {
         "default" | "host" => crate::executor::Network::Host,
         "none" => crate::executor::Network::None,

@@ -119,6 +119,19 @@ fn every_buildx_flag_is_accepted() {
 }
 
 #[test]
+fn cache_import_and_export_flags_are_refused_not_ignored() {
+    for flag in ["--cache-from", "--cache-to"] {
+        let out = run(rbuild(&fixture("ok")).args(["build", flag, "type=local,src=c", "."]));
+        assert_eq!(out.code, 1, "{out}");
+        assert!(
+            out.stderr
+                .contains("--cache-from and --cache-to are not implemented yet (issue #8)"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let out = run(rbuild(&fixture("ok")).args(["build", "--progress=fancy", "."]));
     assert_eq!(out.code, 2, "{out}");
