@@ -23,8 +23,11 @@ const ATTEMPTS: u32 = 5;
 /// First pause between attempts; doubled each time up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
-/// oci-client does not hand over a 429's `Retry-After`, so a rate limit waits at least this.
+/// A rate limit without a `Retry-After` rbuild can read (oci-client drops the headers of the
+/// requests it makes) waits at least this.
 const RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(1);
+/// A `Retry-After` longer than this ends the attempts: the build should not hang for it.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// The operation named in login errors.
 pub(super) const LOGIN_OP: &str = "log in";
@@ -109,6 +112,8 @@ pub(super) struct Connection {
     pub base_url: String,
     /// The registry's auth challenge, read on first need.
     pub challenge: Arc<tokio::sync::OnceCell<Challenge>>,
+    /// Bearer tokens rbuild fetched itself, by scope.
+    pub tokens: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Registry {
@@ -182,6 +187,7 @@ impl Registry {
             http: self.http_client(host)?,
             base_url: format!("{scheme}://{registry}"),
             challenge: Arc::default(),
+            tokens: Arc::default(),
         };
         self.connections
             .lock()
@@ -311,17 +317,20 @@ impl Registry {
                 Ok(value) => return Ok(value),
                 Err(failure) => failure,
             };
-            if !failure.retryable() || n >= ATTEMPTS {
+            let too_long = failure.retry_after().is_some_and(|a| a > MAX_RETRY_AFTER);
+            if !failure.retryable() || n >= ATTEMPTS || too_long {
                 return Err(RegistryError::Failed {
                     target: target.to_string(),
                     op: op.to_string(),
                     failure,
                 });
             }
-            let pause = if failure.is_rate_limit() {
-                backoff.max(RATE_LIMIT_BACKOFF)
-            } else {
-                backoff
+            // The registry's own `Retry-After` is the wait; without one, a rate limit waits at
+            // least a second.
+            let pause = match failure.retry_after() {
+                Some(after) => after,
+                None if failure.is_rate_limit() => backoff.max(RATE_LIMIT_BACKOFF),
+                None => backoff,
             };
             progress(format_args!(
                 "{target}: {op}: {failure}; retrying in {:.1}s (attempt {} of {ATTEMPTS})",

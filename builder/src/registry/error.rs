@@ -73,6 +73,11 @@ pub enum Failure {
     Corrupt(String),
     /// Anything a retry cannot change: a malformed manifest, an unsupported feature.
     Invalid(String),
+    /// HTTP 429 from a request rbuild made itself, which sees the answer's `Retry-After`.
+    RateLimited {
+        message: String,
+        retry_after: Option<std::time::Duration>,
+    },
 }
 
 impl Failure {
@@ -87,16 +92,26 @@ impl Failure {
             }
             Failure::Corrupt(_) => true,
             Failure::Invalid(_) => false,
+            Failure::RateLimited { .. } => true,
         }
     }
 
     pub fn is_rate_limit(&self) -> bool {
-        matches!(self, Failure::Status(429, _))
+        matches!(self, Failure::Status(429, _) | Failure::RateLimited { .. })
+    }
+
+    /// How long the registry asked to wait (a 429's `Retry-After`), when it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Failure::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 
     pub fn status(&self) -> Option<u16> {
         match self {
             Failure::Status(status, _) => Some(*status),
+            Failure::RateLimited { .. } => Some(429),
             _ => None,
         }
     }
@@ -120,6 +135,20 @@ impl std::fmt::Display for Failure {
             Failure::Transport(cause) => write!(f, "{cause}"),
             Failure::Corrupt(cause) => write!(f, "{cause}; the content was not stored"),
             Failure::Invalid(cause) => write!(f, "{cause}"),
+            Failure::RateLimited {
+                message,
+                retry_after,
+            } => {
+                write!(f, "HTTP 429 Too Many Requests")?;
+                if let Some(after) = retry_after {
+                    write!(f, " (Retry-After: {}s)", after.as_secs())?;
+                }
+                let message = message.trim();
+                if !message.is_empty() {
+                    write!(f, ": {}", one_line(message))?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -199,7 +228,7 @@ impl From<StoreError> for Failure {
 }
 
 /// reqwest's Display stops at "error sending request"; the useful part is in the sources.
-fn transport_cause(e: &dyn std::error::Error) -> String {
+pub(super) fn transport_cause(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -5,6 +5,7 @@ pub mod auth;
 mod client;
 mod credhelper;
 mod error;
+mod head;
 mod mount;
 mod pull;
 mod push;

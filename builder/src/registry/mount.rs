@@ -86,7 +86,7 @@ pub(super) async fn challenge(http: &reqwest::Client, base_url: &str) -> Challen
 }
 
 /// A token for `scopes` from the token server, with the user's credentials when there are any.
-async fn token(
+pub(super) async fn token(
     connection: &Connection,
     realm: &str,
     service: Option<&str>,
@@ -111,7 +111,7 @@ async fn token(
 }
 
 /// `Bearer realm="…",service="…",scope="…"` (RFC 6750 parameters, values quoted or not).
-fn parse_bearer(header: &str) -> Option<Challenge> {
+pub(super) fn parse_bearer(header: &str) -> Option<Challenge> {
     let (scheme, params) = header.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;

@@ -38,6 +38,12 @@ impl Registry {
         self.run(
             &target,
             self.retry(&target, "resolve tag", || async {
+                let accept = ACCEPTED_MANIFESTS.join(", ");
+                if let Some(digest) =
+                    super::head::tag_digest(&connection, name, tag, &accept).await?
+                {
+                    return Ok(digest);
+                }
                 let digest = connection
                     .client
                     .fetch_manifest_digest(&image, &connection.auth)

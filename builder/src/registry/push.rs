@@ -129,11 +129,7 @@ impl Registry {
         let digest = blob.digest.to_string();
         let exists = self
             .retry(&target, &format!("check blob {digest}"), || async {
-                connection
-                    .client
-                    .blob_exists(&image, &digest)
-                    .await
-                    .map_err(Failure::from)
+                super::head::blob_exists(connection, name, &blob.digest).await
             })
             .await?;
         let sent = if exists {

@@ -381,7 +381,7 @@ fn pushes_and_pulls_get_through_dropped_connections_errors_and_429() {
     );
     proxy.add_fault("PUT", "^/v2/app/manifests/", Fault::Status(500), 1);
     let too_many = Fault::TooManyRequests {
-        retry_after_secs: 1,
+        retry_after_secs: 2,
     };
     proxy.add_fault("HEAD", "^/v2/app/blobs/sha256:", too_many, 1);
     let out = run(ws.rbuild().args(["push", &name]));
@@ -390,8 +390,8 @@ fn pushes_and_pulls_get_through_dropped_connections_errors_and_429() {
     // The image built into the store, its layers gzip for the registry.
     let pushed = registry.manifest_json("app:1");
     assert_eq!(pushed["config"]["digest"], built.config.as_str());
-    // After a 429 rbuild waits at least a second before asking about that blob again (its
-    // floor for rate limits: oci-client does not pass the Retry-After header on).
+    // After a 429 rbuild waits what its Retry-After says (2 s, twice its own floor for rate
+    // limits) before asking about that blob again.
     let log = proxy.requests();
     let refused = log.iter().position(|e| e.fault == Some(too_many)).unwrap();
     let blob_hex = log[refused].path.rsplit(':').next().unwrap().to_string();
@@ -400,7 +400,7 @@ fn pushes_and_pulls_get_through_dropped_connections_errors_and_429() {
         .find(|e| e.path.contains(&blob_hex) || e.query.contains(&blob_hex))
         .expect("the blob was asked about again after the 429");
     assert!(
-        next.at.duration_since(log[refused].done) >= Duration::from_millis(950),
+        next.at.duration_since(log[refused].done) >= Duration::from_millis(1950),
         "asked again {:?} after a 429\n{}",
         next.at.duration_since(log[refused].done),
         proxy.log_text()
@@ -413,6 +413,26 @@ fn pushes_and_pulls_get_through_dropped_connections_errors_and_429() {
         "from-proxy",
         &format!("FROM {name}\nLABEL pulled=yes\n"),
         &[],
+    );
+    // A rate-limited tag resolve waits what its Retry-After says too.
+    let slow = Fault::TooManyRequests {
+        retry_after_secs: 2,
+    };
+    proxy.add_fault("HEAD", "^/v2/app/manifests/1$", slow, 1);
+    let out = ws.build_local("root-429", &[], &ws.path().join("out-429"), &app);
+    assert_eq!(out.code, 0, "{out}\n{}", proxy.log_text());
+    proxy.assert_faults_all_fired();
+    let log = proxy.requests();
+    let refused = log.iter().rposition(|e| e.fault == Some(slow)).unwrap();
+    let next = log[refused + 1..]
+        .iter()
+        .find(|e| e.path == "/v2/app/manifests/1")
+        .expect("the tag was resolved again after the 429");
+    assert!(
+        next.at.duration_since(log[refused].done) >= Duration::from_millis(1950),
+        "resolved again {:?} after a 429\n{}",
+        next.at.duration_since(log[refused].done),
+        proxy.log_text()
     );
     let faults = [
         ("root-cut", Fault::DropMidBody),
