@@ -292,8 +292,10 @@ impl<'s, 'a> Job<'s, 'a> {
         let info = VertexInfo {
             digest: vertex.digest.clone(),
             name: vertex.name.clone(),
+            // `scratch` is no vertex of BuildKit's, and none in progress: not an input there.
             inputs: input_vertices(graph, index)
                 .into_iter()
+                .filter(|&i| !matches!(graph.graph[i].op, Op::Scratch))
                 .map(|i| graph.graph[i].digest.clone())
                 .collect(),
         };
@@ -332,17 +334,17 @@ impl<'s, 'a> Job<'s, 'a> {
             }
             Op::Context { .. } => {
                 self.key = Some(inputs.key());
-                Ok(Solved::Context)
+                self.reported(|_| Ok(Solved::Context))
             }
             Op::Image {
                 reference,
                 platform,
-            } => {
-                let base = self.solver.bases.get(reference, platform)?;
+            } => self.reported(|job| {
+                let base = job.solver.bases.get(reference, platform)?;
                 inputs.base = Some(Digest::of(base.manifest.bytes()));
-                self.key = Some(inputs.key());
-                self.base_layers(reference, platform).map(Solved::Layers)
-            }
+                job.key = Some(inputs.key());
+                job.base_layers(reference, platform).map(Solved::Layers)
+            }),
             Op::Exec(exec) => {
                 if exec.network == NetworkMode::Default && self.solver.network == Network::None {
                     // `--network=none` changes what a RUN can do: part of its key.
@@ -362,6 +364,23 @@ impl<'s, 'a> Job<'s, 'a> {
                 })
             }
         }
+    }
+
+    /// Runs `work` for a vertex that is not a step (a base image, the build context) and shows
+    /// it in progress as BuildKit shows its FROM and context vertices: started, then done or
+    /// failed. The error is returned as it was.
+    fn reported(
+        &mut self,
+        work: impl FnOnce(&mut Self) -> anyhow::Result<Solved>,
+    ) -> anyhow::Result<Solved> {
+        let info = self.info.clone();
+        reporter().started(&info);
+        let result = work(self);
+        match &result {
+            Ok(_) => reporter().completed(&info),
+            Err(e) => reporter().failed(&info, &format!("{e:#}")),
+        }
+        result
     }
 
     /// The step names and keys of `index`'s inputs, in edge order.

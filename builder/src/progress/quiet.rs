@@ -55,6 +55,10 @@ impl Reporter for Quiet {
     }
 
     fn failed(&self, vertex: &VertexInfo, error: &str) {
+        // A step stopped by another's failure has nothing to report of its own.
+        if super::is_canceled(error) {
+            return;
+        }
         let mut state = self.state();
         let mut log = state
             .logs

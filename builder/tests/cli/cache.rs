@@ -69,6 +69,10 @@ impl Steps {
             let status: serde_json::Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("not a rawjson line ({e}): {line}\n{out}"));
             for v in status["vertexes"].as_array().into_iter().flatten() {
+                let name = v["name"].as_str().unwrap();
+                if name.contains("] FROM ") || name == "[internal] load build context" {
+                    continue;
+                }
                 let digest = v["digest"].as_str().unwrap().to_string();
                 let position = match steps.iter().position(|s| s.digest == digest) {
                     Some(p) => p,

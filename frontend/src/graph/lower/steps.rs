@@ -224,7 +224,7 @@ impl Lowering<'_> {
         Ok(Some(self.add_vertex(
             op,
             &[],
-            format!("[{}] load build context", state.label),
+            "[internal] load build context".to_string(),
         )))
     }
 
