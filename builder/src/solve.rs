@@ -378,6 +378,10 @@ impl<'s, 'a> Job<'s, 'a> {
         let result = work(self);
         match &result {
             Ok(_) => reporter().completed(&info),
+            // Stopped by another step's failure (or a signal): CANCELED, as steps show it.
+            Err(_) if crate::interrupt::stopping() => {
+                reporter().failed(&info, crate::progress::CANCELED)
+            }
             Err(e) => reporter().failed(&info, &format!("{e:#}")),
         }
         result

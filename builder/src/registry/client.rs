@@ -328,7 +328,8 @@ impl Registry {
             // The registry's own `Retry-After` is the wait; without one, a rate limit waits at
             // least a second.
             let pause = match failure.retry_after() {
-                Some(after) => after,
+                // Never less than the backoff: `Retry-After: 0` must not burn every attempt.
+                Some(after) => after.max(backoff),
                 None if failure.is_rate_limit() => backoff.max(RATE_LIMIT_BACKOFF),
                 None => backoff,
             };

@@ -13,14 +13,17 @@ use super::client::Connection;
 use super::error::{transport_cause, Failure};
 use super::mount::{parse_bearer, token, Challenge};
 
-/// Whether `name`'s repository holds `digest`.
+/// Whether `name`'s repository holds `digest`; `access` is what the token must allow
+/// (`pull`, or `pull,push` before an upload, as Docker's pusher asks).
 pub(super) async fn blob_exists(
     connection: &Connection,
     name: &ImageName,
     digest: &Digest,
+    access: &str,
 ) -> Result<bool, Failure> {
     let url = format!("{}/v2/{}/blobs/{digest}", connection.base_url, name.path);
-    let response = head(connection, &url, name, None).await?;
+    let scope = format!("repository:{}:{access}", name.path);
+    let response = head(connection, &url, &scope, None).await?;
     match response.status() {
         status if status.is_success() => Ok(true),
         StatusCode::NOT_FOUND => Ok(false),
@@ -37,36 +40,40 @@ pub(super) async fn tag_digest(
     accept: &str,
 ) -> Result<Option<Digest>, Failure> {
     let url = format!("{}/v2/{}/manifests/{tag}", connection.base_url, name.path);
-    let response = head(connection, &url, name, Some(accept)).await?;
-    if !response.status().is_success() {
-        return Err(refused(response.status()));
+    let scope = format!("repository:{}:pull", name.path);
+    let response = head(connection, &url, &scope, Some(accept)).await?;
+    let status = response.status();
+    // Refusals and server trouble are what the GET would meet too; anything else (405 for a
+    // HEAD, a 404 whose message only a GET's body carries) is left to oci-client's GET.
+    let refusal = [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&status);
+    if status.is_server_error() || refusal {
+        return Err(refused(status));
     }
-    let Some(value) = response.headers().get("Docker-Content-Digest") else {
+    if !status.is_success() {
         return Ok(None);
-    };
-    let text = value.to_str().unwrap_or_default();
-    text.parse::<Digest>()
-        .map(Some)
-        .map_err(|e| Failure::Invalid(format!("the registry sent digest {text:?}: {e}")))
+    }
+    Ok(response
+        .headers()
+        .get("Docker-Content-Digest")
+        .and_then(|value| value.to_str().ok()?.parse::<Digest>().ok()))
 }
 
-/// A HEAD with the user's credentials: basic auth, or a bearer token for pulling `name`
-/// (fetched when the registry's 401 asks for one, then kept for the connection). A 429 becomes
+/// A HEAD with the user's credentials: basic auth, or a bearer token for `scope` (fetched when
+/// the registry's 401 asks for one, then kept for the connection). A 429 becomes
 /// [`Failure::RateLimited`] with its `Retry-After`.
 async fn head(
     connection: &Connection,
     url: &str,
-    name: &ImageName,
+    scope: &str,
     accept: Option<&str>,
 ) -> Result<reqwest::Response, Failure> {
-    let scope = format!("repository:{}:pull", name.path);
     let mut asked_for_token = false;
     loop {
         let mut request = connection.http.head(url);
         if let Some(accept) = accept {
             request = request.header(header::ACCEPT, accept);
         }
-        let cached = connection.tokens.lock().unwrap().get(&scope).cloned();
+        let cached = connection.tokens.lock().unwrap().get(scope).cloned();
         request = match (cached, &connection.auth) {
             (Some(token), _) => request.bearer_auth(token),
             (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
@@ -88,8 +95,8 @@ async fn head(
                 let Some(Challenge::Bearer { realm, service }) = bearer_challenge(&response) else {
                     return Ok(response);
                 };
-                let scopes = [scope.clone()];
-                let Some(token) = token(connection, &realm, service.as_deref(), &scopes).await
+                let scopes = [scope.to_string()];
+                let Some(token) = token(connection, &realm, service.as_deref(), &scopes).await?
                 else {
                     return Ok(response);
                 };
@@ -97,7 +104,7 @@ async fn head(
                     .tokens
                     .lock()
                     .unwrap()
-                    .insert(scope.clone(), token);
+                    .insert(scope.to_string(), token);
             }
             _ => return Ok(response),
         }
@@ -124,14 +131,18 @@ fn retry_after(headers: &header::HeaderMap, now: SystemTime) -> Option<Duration>
     if let Ok(seconds) = text.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let at = UNIX_EPOCH + Duration::from_secs(http_date(text)?);
+    let at = UNIX_EPOCH.checked_add(Duration::from_secs(http_date(text)?))?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// Seconds since the epoch of an IMF-fixdate (RFC 9110's preferred HTTP-date).
 fn http_date(text: &str) -> Option<u64> {
     let mut parts = text.split_whitespace().skip(1);
-    let day: u64 = parts.next()?.parse().ok()?;
+    let day: u64 = parts
+        .next()?
+        .parse()
+        .ok()
+        .filter(|d| (1..=31).contains(d))?;
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
@@ -140,7 +151,8 @@ fn http_date(text: &str) -> Option<u64> {
     let year: u64 = parts.next()?.parse().ok()?;
     let mut clock = parts.next()?.split(':').map(|p| p.parse::<u64>().ok());
     let (h, m, s) = (clock.next()??, clock.next()??, clock.next()??);
-    if parts.next()? != "GMT" || year < 1970 {
+    let in_range = (1970..=9999).contains(&year) && h < 24 && m < 60 && s <= 60;
+    if parts.next()? != "GMT" || !in_range {
         return None;
     }
     // Days from 1970-01-01 to the date (Howard Hinnant's days_from_civil, for years ≥ 1970).
@@ -199,5 +211,9 @@ mod tests {
             Some(1_795_525_200)
         );
         assert_eq!(http_date("Tue, 24 Nov 2026 13:00:00 CET"), None);
+        // Nonsense is no date, never a panic.
+        assert_eq!(http_date("Tue, 00 Mar 2026 13:00:00 GMT"), None);
+        assert_eq!(http_date("Tue, 01 Mar 99999999999 13:00:00 GMT"), None);
+        assert_eq!(http_date("Tue, 01 Mar 2026 25:00:00 GMT"), None);
     }
 }

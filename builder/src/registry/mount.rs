@@ -9,6 +9,7 @@ use rbuild_cache::digest::Digest;
 use rbuild_cache::image::ImageName;
 
 use super::client::{reference, Connection, Registry, TagOrDigest};
+use super::error::{transport_cause, Failure};
 
 /// What a registry's `/v2/` answers an anonymous client with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +51,7 @@ impl Registry {
                     format!("repository:{}:pull,push", name.path),
                     format!("repository:{source}:pull"),
                 ];
-                let Some(token) = token(connection, realm, service.as_deref(), &scopes).await
+                let Ok(Some(token)) = token(connection, realm, service.as_deref(), &scopes).await
                 else {
                     return false;
                 };
@@ -86,12 +87,14 @@ pub(super) async fn challenge(http: &reqwest::Client, base_url: &str) -> Challen
 }
 
 /// A token for `scopes` from the token server, with the user's credentials when there are any.
+/// `Ok(None)` when the server gives none (credentials refused); a failure a retry may cure
+/// (unreachable, 5xx, 429) is an error.
 pub(super) async fn token(
     connection: &Connection,
     realm: &str,
     service: Option<&str>,
     scopes: &[String],
-) -> Option<String> {
+) -> Result<Option<String>, Failure> {
     let mut query: Vec<(&str, &str)> = scopes.iter().map(|s| ("scope", s.as_str())).collect();
     if let Some(service) = service {
         query.push(("service", service));
@@ -100,14 +103,27 @@ pub(super) async fn token(
     if let RegistryAuth::Basic(username, password) = &connection.auth {
         request = request.basic_auth(username, Some(password));
     }
-    let response = request.send().await.ok()?;
-    if !response.status().is_success() {
-        return None;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| Failure::Transport(transport_cause(&e)))?;
+    let status = response.status();
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(Failure::Status(
+            status.as_u16(),
+            format!("token server {realm}"),
+        ));
     }
-    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.ok()?).ok()?;
-    ["token", "access_token"]
+    if !status.is_success() {
+        return Ok(None);
+    }
+    let Ok(bytes) = response.bytes().await else {
+        return Ok(None);
+    };
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    Ok(["token", "access_token"]
         .iter()
-        .find_map(|key| body.get(*key)?.as_str().map(str::to_string))
+        .find_map(|key| body.get(*key)?.as_str().map(str::to_string)))
 }
 
 /// `Bearer realm="…",service="…",scope="…"` (RFC 6750 parameters, values quoted or not).

@@ -129,7 +129,7 @@ impl Registry {
         let digest = blob.digest.to_string();
         let exists = self
             .retry(&target, &format!("check blob {digest}"), || async {
-                super::head::blob_exists(connection, name, &blob.digest).await
+                super::head::blob_exists(connection, name, &blob.digest, "pull,push").await
             })
             .await?;
         let sent = if exists {
