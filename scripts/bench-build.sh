@@ -67,10 +67,12 @@ RBUILD=$(realpath "${CARGO_TARGET_DIR:-target}/release/rbuild")
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rbuild-bench-build.XXXXXX")
 LOGS=$WORK/logs
+SCRIPT=bench-build.sh
+# shellcheck source=scripts/bench-dockerd.sh
+source "$REPO/scripts/bench-dockerd.sh"
 mkdir -p "$LOGS"
 
 # ---- cleanup ----
-DOCKERD_PID=
 BUSYBOX_BEFORE=     # the busybox:latest image ID in Docker before the script loaded its own
 BUSYBOX_LOADED=     # the ID of the one loaded
 BUILDAH=()
@@ -96,10 +98,7 @@ cleanup() {
         # containers-storage may leave its overlay home mounted.
         mount | awk -v w="$WORK/" 'index($3, w) == 1 { print $3 }' | sort -r | xargs -r umount -l
     fi
-    if [[ -n $DOCKERD_PID ]]; then
-        kill "$DOCKERD_PID" 2>/dev/null
-        wait "$DOCKERD_PID" 2>/dev/null
-    fi
+    stop_dockerd
     if [[ ${BENCH_KEEP:-0} == 1 ]]; then
         echo "bench-build.sh: work files kept in $WORK" >&2
     else
@@ -110,7 +109,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-docker_up() { [[ -n $DOCKER ]] && "$DOCKER" info >/dev/null 2>&1; }
 
 # ---- the tools ----
 TOOLS=()
@@ -118,30 +116,7 @@ for t in $TOOLS_WANTED; do
     case $t in
         rbuild) TOOLS+=(rbuild) ;;
         buildkit)
-            if [[ -z $DOCKER ]]; then
-                echo "bench-build.sh: no docker CLI; BuildKit left out" >&2
-                continue
-            fi
-            if ! docker_up; then
-                dockerd=$(PATH=$PATH:/usr/sbin:/sbin command -v dockerd || true)
-                if [[ -z $dockerd || $EUID != 0 ]]; then
-                    echo "bench-build.sh: no Docker daemon answers and none can be started here; BuildKit left out" >&2
-                    continue
-                fi
-                echo "+ $dockerd --iptables=false --bridge=none" >&2
-                "$dockerd" --iptables=false --bridge=none >"$LOGS/dockerd" 2>&1 &
-                DOCKERD_PID=$!
-                for ((i = 0; i < 120; i++)); do
-                    docker_up && break
-                    kill -0 "$DOCKERD_PID" 2>/dev/null || break
-                    sleep 0.5
-                done
-                if ! docker_up; then
-                    echo "bench-build.sh: dockerd did not come up; BuildKit left out:" >&2
-                    tail -n 5 "$LOGS/dockerd" >&2
-                    continue
-                fi
-            fi
+            ensure_dockerd || continue
             TOOLS+=(buildkit)
             ;;
         buildah)

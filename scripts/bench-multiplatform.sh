@@ -55,11 +55,13 @@ RBUILD=$(realpath "${CARGO_TARGET_DIR:-target}/release/rbuild")
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rbuild-bench-mp.XXXXXX")
 LOGS=$WORK/logs
+SCRIPT=bench-multiplatform.sh
+# shellcheck source=scripts/bench-dockerd.sh
+source "$REPO/scripts/bench-dockerd.sh"
 mkdir -p "$LOGS"
 ROOT=$WORK/rbuild-root
 
 # ---- cleanup ----
-DOCKERD_PID=
 REGISTRY_PID=
 cleanup() {
     set +e
@@ -70,10 +72,7 @@ cleanup() {
         ((${#ids[@]})) && "$DOCKER" rmi -f "${ids[@]}" >/dev/null 2>&1
         "$DOCKER" builder prune -af >/dev/null 2>&1
     fi
-    if [[ -n $DOCKERD_PID ]]; then
-        kill "$DOCKERD_PID" 2>/dev/null
-        wait "$DOCKERD_PID" 2>/dev/null
-    fi
+    stop_dockerd
     if [[ -n $REGISTRY_PID ]]; then
         kill "$REGISTRY_PID" 2>/dev/null
         wait "$REGISTRY_PID" 2>/dev/null
@@ -88,7 +87,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-docker_up() { [[ -n $DOCKER ]] && "$DOCKER" info >/dev/null 2>&1; }
 
 # ---- binfmt ----
 if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]] ||
@@ -103,30 +101,8 @@ echo "binfmt qemu-aarch64: $(grep -E '^(interpreter|flags)' /proc/sys/fs/binfmt_
 
 # ---- BuildKit ----
 HAVE_BUILDKIT=false
-if [[ -z $DOCKER ]]; then
-    echo "bench-multiplatform.sh: no docker CLI; BuildKit left out" >&2
-elif docker_up; then
+if ensure_dockerd; then
     HAVE_BUILDKIT=true
-else
-    dockerd=$(PATH=$PATH:/usr/sbin:/sbin command -v dockerd || true)
-    if [[ -z $dockerd || $EUID != 0 ]]; then
-        echo "bench-multiplatform.sh: no Docker daemon answers and none can be started here; BuildKit left out" >&2
-    else
-        echo "+ $dockerd --iptables=false --bridge=none" >&2
-        "$dockerd" --iptables=false --bridge=none >"$LOGS/dockerd" 2>&1 &
-        DOCKERD_PID=$!
-        for ((i = 0; i < 120; i++)); do
-            docker_up && break
-            kill -0 "$DOCKERD_PID" 2>/dev/null || break
-            sleep 0.5
-        done
-        if docker_up; then
-            HAVE_BUILDKIT=true
-        else
-            echo "bench-multiplatform.sh: dockerd did not come up; BuildKit left out:" >&2
-            tail -n 5 "$LOGS/dockerd" >&2
-        fi
-    fi
 fi
 
 # ---- the registry ----

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -53,7 +53,7 @@ impl Fixture {
         {
             return None;
         }
-        let amd64 = host_static_busybox()?;
+        let amd64 = crate::util::host_static_busybox()?;
         let arm64 = arm64_busybox()?;
         let fixture = Fixture {
             registry,
@@ -129,29 +129,6 @@ impl Fixture {
             .arg(format!("oci:{}:{tag}", layout.display()));
         checked(&mut cmd, "skopeo copy --override-arch");
     }
-}
-
-/// The host's static busybox (Debian's busybox-static), which runs in a scratch image.
-/// Missing, `None` (with the reason), or a failure under `CI=true`.
-fn host_static_busybox() -> Option<PathBuf> {
-    let listed = Command::new("dpkg")
-        .args(["-L", "busybox-static"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let found = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| listed.lines().any(|l| l == *p) && Path::new(p).is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "busybox-static is required under CI=true (scripts/test.sh installs it)"
-        );
-        eprintln!("skipping: busybox-static is not installed");
-    }
-    found.map(PathBuf::from)
 }
 
 /// `os/architecture` of each entry of an index, sorted.

@@ -7,8 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -63,29 +62,6 @@ fn upload_counts(proxy: &FaultProxy) -> BTreeMap<String, usize> {
         *counts.entry(uploaded_digest(&upload)).or_default() += 1;
     }
     counts
-}
-
-/// The static busybox of Debian's busybox-static, which runs in a scratch image. Missing,
-/// `None` (with the reason), or a failure under `CI=true`.
-fn static_busybox() -> Option<PathBuf> {
-    let listed = Command::new("dpkg")
-        .args(["-L", "busybox-static"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let found = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| listed.lines().any(|l| l == *p) && Path::new(p).is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "busybox-static is required under CI=true (scripts/test.sh installs it)"
-        );
-        eprintln!("skipping: busybox-static is not installed");
-    }
-    found.map(PathBuf::from)
 }
 
 /// The files of the app in tests a and b: a subdirectory, modes other than the default, a
@@ -280,7 +256,7 @@ fn a_run_step_builds_on_a_base_pulled_from_the_registry() {
     if !can_run_containers("the RUN on a registry base") {
         return;
     }
-    let Some(busybox) = static_busybox() else {
+    let Some(busybox) = crate::util::host_static_busybox() else {
         return;
     };
     let ws = Workspace::new();

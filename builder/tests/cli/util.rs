@@ -117,3 +117,26 @@ pub fn xorshift_bytes(seed: u64, len: usize) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// The host's static busybox (Debian's busybox-static), which runs in a scratch image.
+/// Missing, `None` (with the reason), or a failure under `CI=true`.
+pub fn host_static_busybox() -> Option<PathBuf> {
+    let listed = std::process::Command::new("dpkg")
+        .args(["-L", "busybox-static"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let found = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| listed.lines().any(|l| l == *p) && Path::new(p).is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "busybox-static is required under CI=true (scripts/test.sh installs it)"
+        );
+        eprintln!("skipping: busybox-static is not installed");
+    }
+    found.map(PathBuf::from)
+}

@@ -1,0 +1,45 @@
+# Sourced by the benchmarks that compare with BuildKit (bench-build.sh, bench-multiplatform.sh):
+# Docker's daemon, started when none answers and stopped at exit. The caller sets DOCKER (the
+# CLI's path, empty when there is none), LOGS (a directory for dockerd's log) and SCRIPT (its
+# own name, for messages), and calls stop_dockerd from its exit trap.
+
+DOCKERD_PID=
+
+docker_up() { [[ -n $DOCKER ]] && "$DOCKER" info >/dev/null 2>&1; }
+
+# ensure_dockerd: succeeds when a Docker daemon answers, after starting
+# `dockerd --iptables=false --bridge=none` if none did; otherwise says why BuildKit is left out.
+ensure_dockerd() {
+    if [[ -z $DOCKER ]]; then
+        echo "$SCRIPT: no docker CLI; BuildKit left out" >&2
+        return 1
+    fi
+    docker_up && return 0
+    local dockerd
+    dockerd=$(PATH=$PATH:/usr/sbin:/sbin command -v dockerd || true)
+    if [[ -z $dockerd || $EUID != 0 ]]; then
+        echo "$SCRIPT: no Docker daemon answers and none can be started here; BuildKit left out" >&2
+        return 1
+    fi
+    echo "+ $dockerd --iptables=false --bridge=none" >&2
+    "$dockerd" --iptables=false --bridge=none >"$LOGS/dockerd" 2>&1 &
+    DOCKERD_PID=$!
+    local i
+    for ((i = 0; i < 120; i++)); do
+        docker_up && return 0
+        kill -0 "$DOCKERD_PID" 2>/dev/null || break
+        sleep 0.5
+    done
+    docker_up && return 0
+    echo "$SCRIPT: dockerd did not come up; BuildKit left out:" >&2
+    tail -n 5 "$LOGS/dockerd" >&2
+    return 1
+}
+
+# stop_dockerd: stops the daemon ensure_dockerd started, if it did.
+stop_dockerd() {
+    if [[ -n $DOCKERD_PID ]]; then
+        kill "$DOCKERD_PID" 2>/dev/null
+        wait "$DOCKERD_PID" 2>/dev/null
+    fi
+}
