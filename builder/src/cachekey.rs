@@ -12,7 +12,7 @@ use rbuild_cache::Digest;
 use serde::{Deserialize, Serialize};
 
 /// Bumped when the key's recipe changes, so old records stop matching.
-const KEY_VERSION: u32 = 2;
+const KEY_VERSION: u32 = 3;
 
 /// How many changed things a miss explanation lists before summing up the rest.
 const MAX_REASONS: usize = 5;

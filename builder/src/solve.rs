@@ -313,9 +313,21 @@ impl<'s, 'a> Job<'s, 'a> {
 
     fn solve(mut self) -> anyhow::Result<Done> {
         let solved = self.solve_vertex(self.graph, self.index)?;
+        let key = self.key.expect("every vertex gets a key");
+        // What later steps key on: this step's key and the layer it made, so a step run again
+        // (--no-cache-filter) that made other content gives its dependents other keys, and
+        // they never reuse what was made from the old content (BuildKit keys a COPY --from
+        // by the content it copies).
+        let key = match (&self.graph.graph[self.index].op, &solved) {
+            (Op::Exec(_) | Op::File(_), Solved::Layers(layers)) if !self.empty => {
+                let made = layers.last().map(|l| l.diff_id().to_string());
+                Digest::of(format!("output\n{key}\n{}", made.unwrap_or_default()).as_bytes())
+            }
+            _ => key,
+        };
         Ok(Done {
             solved,
-            key: self.key.expect("every vertex gets a key"),
+            key,
             empty: self.empty,
         })
     }
@@ -503,7 +515,7 @@ impl<'s, 'a> Job<'s, 'a> {
     /// Why `inputs` missed: what differs from the same step's inputs last time.
     fn miss_reasons(&self, step_id: &str, inputs: &KeyInputs, index: NodeIndex) -> Vec<String> {
         if self.solver.no_cache.contains(&index) {
-            return vec!["the cache is off for this step (--no-cache)".into()];
+            return vec!["the cache is off for this step (--no-cache or --no-cache-filter)".into()];
         }
         let before = self.solver.state.db.step_inputs(step_id).ok().flatten();
         match before.and_then(|(_, json)| serde_json::from_str::<KeyInputs>(&json).ok()) {

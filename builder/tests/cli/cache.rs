@@ -192,7 +192,7 @@ fn no_cache_runs_every_step_and_no_cache_filter_those_of_one_stage() {
     assert_eq!(all.cached(), [false, false, false], "{all}");
     assert_eq!(
         all.misses(0),
-        ["the cache is off for this step (--no-cache)"]
+        ["the cache is off for this step (--no-cache or --no-cache-filter)"]
     );
     let one = project.build(&["--no-cache-filter", "one"]);
     // Stage `one` runs again; its output is the same, so the final stage hits.

@@ -622,3 +622,35 @@ fn two_platforms_share_the_build_platform_stage_and_get_an_index() {
     platforms.sort();
     assert_eq!(platforms, ["linux/386", "linux/amd64"]);
 }
+
+/// `--no-cache-filter STAGE` runs that stage again; a `COPY --from` of it must then copy what
+/// it made this time, not reuse the copy of what it made before (a wrong image), and a later
+/// plain rebuild reuses the new content.
+#[test]
+fn a_stage_run_again_by_no_cache_filter_is_what_copy_from_copies() {
+    let Some(bb) = Busybox::new() else { return };
+    let dockerfile = "FROM busybox AS gen\nRUN cat /proc/sys/kernel/random/uuid > /gen.txt\n\
+        FROM busybox\nCOPY --from=gen /gen.txt /gen.txt\nRUN cat /gen.txt > /copy.txt\n";
+    let out_dir = bb.dir.path().join("gen");
+    let dest = format!("type=local,dest={}", out_dir.display());
+    let read = |name: &str| fs::read_to_string(out_dir.join(name)).unwrap();
+    let first = bb.build(dockerfile, &["-o", &dest]);
+    assert_eq!(first.code, 0, "{first}");
+    let made_first = read("gen.txt");
+    let again = bb.build(
+        dockerfile,
+        &["--no-cache-filter", "gen", "-o", &dest, "--progress=plain"],
+    );
+    assert_eq!(again.code, 0, "{again}");
+    let made_again = read("gen.txt");
+    assert_ne!(
+        made_again, made_first,
+        "the image has what the gen stage made before it ran again\n{again}"
+    );
+    assert_eq!(read("copy.txt"), made_again, "{again}");
+    // A plain rebuild hits every step and keeps the newer content.
+    let plain = bb.build(dockerfile, &["-o", &dest, "--progress=plain"]);
+    assert_eq!(plain.code, 0, "{plain}");
+    assert!(!plain.stderr.contains("miss:"), "{plain}");
+    assert_eq!(read("gen.txt"), made_again);
+}
