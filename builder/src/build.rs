@@ -41,11 +41,30 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<()> {
     });
     let built = build(root, args);
     let image_id = built.as_ref().ok().map(|id| id.to_string());
-    crate::progress::current().finished(image_id.as_deref());
+    // An output on stdout (`-o type=tar,dest=-`) owns it: the image ID goes to stderr there.
+    match (&image_id, writes_stdout(args)) {
+        (Some(id), true) if args.quiet || args.progress == crate::cli::Progress::Quiet => {
+            crate::progress::current().finished(None);
+            eprintln!("{id}");
+        }
+        _ => crate::progress::current().finished(image_id.as_deref()),
+    }
     if built.is_ok() {
         crate::images::auto_gc(root);
     }
     built.map(|_| ())
+}
+
+/// Whether an `--output` streams to stdout.
+fn writes_stdout(args: &BuildArgs) -> bool {
+    output_specs(args).is_ok_and(|specs| {
+        specs.iter().any(|spec| match &spec.output {
+            Output::Tar { dest } | Output::Oci { dest, .. } | Output::Docker { dest, .. } => {
+                *dest == crate::output::Destination::Stdout
+            }
+            _ => false,
+        })
+    })
 }
 
 /// The build itself; returns the image ID (the config digest, or the index digest of a

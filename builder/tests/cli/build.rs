@@ -157,3 +157,41 @@ fn a_closed_stdout_is_not_a_crash() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+/// `-q` with an archive on stdout: stdout is the archive alone (the image ID goes to stderr),
+/// so `rbuild -q -o type=oci,dest=- . > image.tar` gives a valid tar.
+#[test]
+fn quiet_with_an_archive_on_stdout_keeps_the_id_out_of_it() {
+    let examples = fixture("").join("../examples");
+    let out = rbuild(&examples)
+        .args(["build", "-q", "-o", "type=oci,dest=-", "config"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::TempDir::new().unwrap();
+    let tar = dir.path().join("image.tar");
+    std::fs::write(&tar, &out.stdout).unwrap();
+    let listed = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("index.json"));
+    // A tar ends in zero blocks, not in a line of text.
+    assert_eq!(
+        out.stdout.last(),
+        Some(&0),
+        "stdout does not end as a tar does"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.trim_end().starts_with("sha256:"), "{stderr}");
+}
