@@ -99,6 +99,58 @@ pub fn write_docker(
     })
 }
 
+/// The part of an image the store holds: an index whose platforms were not all pulled becomes
+/// an index of those that were (a new one, in the store); anything else is itself. Used by
+/// `rbuild save`, which writes what is here, as `docker save` writes the platform it pulled.
+pub fn present_part(state: &State, top: &Descriptor) -> anyhow::Result<Descriptor> {
+    if !media_types::is_index(&top.media_type) {
+        return Ok(top.clone());
+    }
+    let index: Blob<Index> = Blob::parse(state.content.read(&top.digest)?)?;
+    let mut value = index.value().clone();
+    let all = value.manifests.len();
+    value
+        .manifests
+        .retain(|m| state.content.contains(&m.digest));
+    if value.manifests.len() == all {
+        return Ok(top.clone());
+    }
+    if value.manifests.is_empty() {
+        bail!("{}: no platform of this index is in the store", top.digest);
+    }
+    let index = Blob::canonical(value)?;
+    state.content.put(index.bytes())?;
+    Ok(index.descriptor(media_types::OCI_INDEX))
+}
+
+/// The one platform's manifest of an image, for formats that hold one platform (a docker
+/// archive): an index with one entry is that entry; with several, the error lists them.
+pub fn single_platform(state: &State, top: &Descriptor) -> anyhow::Result<Descriptor> {
+    if !media_types::is_index(&top.media_type) {
+        return Ok(top.clone());
+    }
+    let index: Blob<Index> = Blob::parse(state.content.read(&top.digest)?)?;
+    match index.value().manifests.as_slice() {
+        [one] => Ok(one.clone()),
+        many => {
+            let platforms: Vec<String> = many
+                .iter()
+                .map(|m| {
+                    m.platform
+                        .as_ref()
+                        .map_or("unknown".into(), |p| p.to_string())
+                })
+                .collect();
+            bail!(
+                "{} holds {} platforms ({}); a docker archive holds one: use the OCI format",
+                top.digest,
+                many.len(),
+                platforms.join(", ")
+            )
+        }
+    }
+}
+
 /// The manifest a single-platform descriptor names; an index is refused with the reason.
 pub fn read_manifest(state: &State, descriptor: &Descriptor) -> anyhow::Result<Blob<Manifest>> {
     if media_types::is_index(&descriptor.media_type) {

@@ -422,3 +422,68 @@ fn a_base_without_a_wanted_platform_is_reported_before_a_missing_emulator() {
         assert_base_lacks_s390x(&out, &fx.base());
     }
 }
+
+/// `rbuild save` writes what the store holds: of an index pulled for one platform, an index of
+/// that platform (OCI) or its image (docker archive); a built two-platform image refuses the
+/// docker format, naming its platforms.
+#[test]
+fn save_writes_the_platforms_the_store_holds() {
+    let Some(fx) = Fixture::new(false) else {
+        return;
+    };
+    let pulled = fx
+        .ws
+        .rbuild_on("pulled")
+        .args(["pull", "--platform", "linux/arm64", &fx.base()])
+        .output()
+        .unwrap();
+    assert!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    let tar = fx.ws.path().join("pulled.tar");
+    let save = |format: &str, tar: &Path| {
+        let out = fx
+            .ws
+            .rbuild_on("pulled")
+            .args(["save", &fx.base(), "--format", format, "-o"])
+            .arg(tar)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (saved, stderr) = save("oci", &tar);
+    assert!(saved, "{stderr}");
+    let mut inspect = Command::new("skopeo");
+    inspect
+        .args(["inspect", "--raw"])
+        .arg(format!("oci-archive:{}", tar.display()));
+    let raw = checked(&mut inspect, "skopeo inspect --raw oci-archive:").stdout;
+    let index: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(index_platforms(&index), ["linux/arm64"], "{index}");
+    let docker_tar = fx.ws.path().join("pulled-docker.tar");
+    let (saved, stderr) = save("docker", &docker_tar);
+    assert!(saved, "{stderr}");
+    let mut list = Command::new("tar");
+    list.arg("-tf").arg(&docker_tar);
+    let listed = checked(&mut list, "tar -tf").stdout;
+    assert!(String::from_utf8_lossy(&listed).contains("manifest.json"));
+
+    // Both platforms, built here: no docker archive, and the error says why.
+    let ctx = fx.ws.context("two", &format!("FROM {}\n", fx.base()), &[]);
+    ok(fx.ws.build(&ctx, &["--platform", PLATFORMS, "-t", "two:1"]));
+    let out = run(fx
+        .ws
+        .rbuild()
+        .args(["save", "two:1", "--format", "docker", "-o", "x.tar"]));
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("holds 2 platforms (linux/amd64, linux/arm64)"),
+        "{out}"
+    );
+}
