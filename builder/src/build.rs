@@ -359,11 +359,15 @@ fn root_base(
 /// of that platform reports when it is about to run (a rebuild whose steps all hit needs no
 /// emulator).
 fn run_emulators(graph: &BuildGraph, args: &BuildArgs) -> anyhow::Result<crate::solve::Emulation> {
+    // The host's own platform needs no emulator (nor the config file naming them).
+    let host = rbuild_frontend::platform::Platform::host();
     let platforms: std::collections::BTreeSet<_> = graph
         .graph
         .node_weights()
         .filter_map(|v| match &v.op {
-            Op::Exec(exec) => Some(exec.platform.clone()),
+            Op::Exec(exec) if exec.platform.architecture != host.architecture => {
+                Some(exec.platform.clone())
+            }
             _ => None,
         })
         .collect();

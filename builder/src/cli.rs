@@ -59,9 +59,10 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct SetupBinfmtArgs {
-    /// Only the handlers of these platforms (`linux/arm64`, `riscv64`); default: every
-    /// foreign architecture qemu-user-static has a handler for.
-    #[arg(value_name = "PLATFORM")]
+    /// Only the handlers of these platforms (`linux/arm64 riscv64`, or comma-separated as
+    /// `--platform` takes them); default: every foreign architecture qemu-user-static has a
+    /// handler for.
+    #[arg(value_name = "PLATFORM", value_delimiter = ',')]
     pub platforms: Vec<String>,
 }
 
@@ -176,9 +177,10 @@ pub struct PullArgs {
     /// The images to pull (`alpine:3.20`, `registry/repository@sha256:…`).
     #[arg(required = true, value_name = "NAME")]
     pub names: Vec<String>,
-    /// The platform to pull from a multi-platform image (default: this machine's).
-    #[arg(long, value_name = "PLATFORM")]
-    pub platform: Option<String>,
+    /// The platforms to pull from a multi-platform image, comma-separated (default: this
+    /// machine's).
+    #[arg(long = "platform", value_name = "PLATFORMS", value_delimiter = ',')]
+    pub platforms: Vec<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }

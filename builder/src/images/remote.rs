@@ -32,14 +32,20 @@ pub fn push(state: &State, args: &PushArgs) -> anyhow::Result<()> {
 
 pub fn pull(state: &State, args: &PullArgs) -> anyhow::Result<()> {
     let registry = Registry::new(args.registry.options(1))?;
-    let platform: Platform = match &args.platform {
-        Some(text) => Platform::parse(text)?,
-        None => Platform::host(),
-    };
+    let mut platforms = args
+        .platforms
+        .iter()
+        .map(|text| Platform::parse(text.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if platforms.is_empty() {
+        platforms.push(Platform::host());
+    }
     for text in &args.names {
         let name: ImageName = text.parse()?;
-        let top = registry.pull(state, &name, &platform)?;
-        println!("{}: {}", name.familiar(), top.digest);
+        for platform in &platforms {
+            let top = registry.pull(state, &name, platform)?;
+            println!("{}: {}", name.familiar(), top.digest);
+        }
     }
     Ok(())
 }
