@@ -30,6 +30,8 @@ pub struct BaseImage {
 pub struct StoreBases<'s> {
     state: &'s State,
     resolved: Mutex<BTreeMap<(String, String), Result<BaseImage, String>>>,
+    /// What each tag resolved to in this build: asked once, whatever the platforms.
+    tags: Mutex<BTreeMap<String, rbuild_cache::Digest>>,
     options: RegistryOptions,
     /// `--pull`: ask the registry even for names the store has, and never fall back to them.
     pull: bool,
@@ -42,6 +44,7 @@ impl<'s> StoreBases<'s> {
         StoreBases {
             state,
             resolved: Mutex::new(BTreeMap::new()),
+            tags: Mutex::new(BTreeMap::new()),
             options,
             pull,
             registry: OnceLock::new(),
@@ -128,7 +131,10 @@ impl<'s> StoreBases<'s> {
     /// cannot be reached, a name pulled before is used as it was, with a warning (not with
     /// `--pull`).
     fn pull(&self, name: &ImageName, platform: &Platform) -> anyhow::Result<Descriptor> {
-        let pulled = self.registry()?.pull(self.state, name, platform);
+        let registry = self.registry()?;
+        let pulled = self
+            .resolve_tag(registry, name)
+            .and_then(|digest| registry.pull_resolved(self.state, name, digest, platform));
         match pulled {
             Ok(top) => Ok(top),
             Err(e) if e.is_transient() && !self.pull => {
@@ -148,6 +154,29 @@ impl<'s> StoreBases<'s> {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// What `name`'s tag names now, asked of its registry once per build.
+    fn resolve_tag(
+        &self,
+        registry: &Registry,
+        name: &ImageName,
+    ) -> Result<rbuild_cache::Digest, crate::registry::RegistryError> {
+        let key = name.full();
+        if let Some(digest) = self
+            .tags
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(*digest);
+        }
+        let digest = registry.resolve(name)?;
+        self.tags
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, digest);
+        Ok(digest)
     }
 
     /// Copies an OCI layout's image into the content store (verified) and returns its root.

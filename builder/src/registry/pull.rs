@@ -66,6 +66,18 @@ impl Registry {
         platform: &Platform,
     ) -> Result<Descriptor, RegistryError> {
         let top_digest = self.resolve(name)?;
+        self.pull_resolved(state, name, top_digest, platform)
+    }
+
+    /// [`Registry::pull`] of `name` as it resolved to `top_digest` (a build resolves a tag
+    /// once for all its platforms, so they all come from the same index).
+    pub fn pull_resolved(
+        &self,
+        state: &State,
+        name: &ImageName,
+        top_digest: Digest,
+        platform: &Platform,
+    ) -> Result<Descriptor, RegistryError> {
         let connection = self.connect(&name.domain)?;
         let started = Instant::now();
         self.run(&name.familiar(), async {

@@ -516,3 +516,35 @@ fn a_base_listing_a_layer_twice_builds() {
     assert_fetched_once(&proxy, &doubled);
     assert_store_sound(&ws.path().join("fresh"));
 }
+
+/// A build for two platforms resolves a base's tag once (one HEAD), so both images come from
+/// the same index even if the tag moves meanwhile.
+#[test]
+fn a_two_platform_build_resolves_its_base_tag_once() {
+    let Some((registry, proxy, ws)) = proxied_registry(&[]) else {
+        return;
+    };
+    let (native, other) = (host_arch(), other_arch());
+    push_platform_index(&ws, &registry, "base", [native, other]);
+    let app = ws.context(
+        "app",
+        &format!("FROM {}/base:multi\nCOPY note /note\n", proxy.host()),
+        &[("note", b"app\n")],
+    );
+    proxy.reset_counts();
+    let platforms = format!("linux/{native},linux/{other}");
+    let dest = ws.build_to_local("two", &["--platform", &platforms], "two", &app);
+    for arch in [native, other] {
+        assert_file_text(
+            &dest.join(format!("linux_{arch}")),
+            "marker",
+            &format!("marker of {arch}\n"),
+        );
+    }
+    assert_eq!(
+        proxy.count("HEAD", "^/v2/base/manifests/multi$"),
+        1,
+        "{}",
+        proxy.log_text()
+    );
+}
