@@ -210,6 +210,13 @@ impl<'s> StoreBases<'s> {
         } else {
             top.clone()
         };
+        if !content.contains(&manifest_descriptor.digest) {
+            bail!(
+                "its {} image is not in the store (the index was pulled for other platforms) and \
+                 the registry was not reached for it",
+                platform_string(platform)
+            );
+        }
         let manifest: Blob<Manifest> = Blob::parse(content.read(&manifest_descriptor.digest)?)?;
         let config: Blob<ImageConfig> =
             Blob::parse(content.read(&manifest.value().config.digest)?)?;

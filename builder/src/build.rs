@@ -153,7 +153,17 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
             .with_context(|| format!("writing --iidfile {}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
-        write_metadata(path, &built, &top)?;
+        let names: Vec<&str> = outputs
+            .iter()
+            .flat_map(|spec| match &spec.output {
+                Output::Image { names, .. }
+                | Output::Oci { names, .. }
+                | Output::Docker { names, .. } => names.as_slice(),
+                _ => &[],
+            })
+            .map(String::as_str)
+            .collect();
+        write_metadata(path, &built, &top, &names)?;
     }
     Ok(id)
 }
@@ -694,8 +704,13 @@ fn platform_dir(platform: &Platform) -> PathBuf {
 }
 
 /// buildx's `--metadata-file` keys for an image build: `top` is what the first output holds
-/// (an index has no config digest).
-fn write_metadata(path: &Path, built: &Built, top: &Descriptor) -> anyhow::Result<()> {
+/// (an index has no config digest); `image.name` lists the names the outputs gave it.
+fn write_metadata(
+    path: &Path,
+    built: &Built,
+    top: &Descriptor,
+    names: &[&str],
+) -> anyhow::Result<()> {
     let mut metadata = serde_json::json!({
         "containerimage.digest": top.digest.to_string(),
         "containerimage.descriptor": {
@@ -704,6 +719,9 @@ fn write_metadata(path: &Path, built: &Built, top: &Descriptor) -> anyhow::Resul
             "size": top.size,
         },
     });
+    if !names.is_empty() {
+        metadata["image.name"] = serde_json::Value::String(names.join(","));
+    }
     if built.index.is_none() {
         metadata["containerimage.config.digest"] =
             serde_json::Value::String(built.images[0].config_digest.to_string());

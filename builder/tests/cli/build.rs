@@ -195,3 +195,31 @@ fn quiet_with_an_archive_on_stdout_keeps_the_id_out_of_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.trim_end().starts_with("sha256:"), "{stderr}");
 }
+
+/// `--metadata-file` has buildx's keys: the image's digests and `image.name`, the names given.
+#[test]
+fn the_metadata_file_names_the_image() {
+    let examples = fixture("").join("../examples");
+    let dir = tempfile::TempDir::new().unwrap();
+    let meta = dir.path().join("meta.json");
+    let out = run(rbuild(&examples)
+        .args([
+            "build",
+            "-t",
+            "meta-a:1",
+            "-t",
+            "meta-b:2",
+            "--metadata-file",
+        ])
+        .arg(&meta)
+        .arg("config"));
+    assert_eq!(out.code, 0, "{out}");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(meta["image.name"], "meta-a:1,meta-b:2", "{meta}");
+    assert!(meta["containerimage.digest"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("sha256:")));
+    assert!(meta["containerimage.config.digest"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("sha256:")));
+}
