@@ -7,6 +7,7 @@ use anyhow::bail;
 use super::{find, image_id, reachable};
 use crate::cli::{ImagesArgs, RmiArgs};
 use crate::state::State;
+use rbuild_cache::image::media_types::is_index;
 use rbuild_cache::image::ImageName;
 
 pub fn images(state: &State, args: &ImagesArgs) -> anyhow::Result<()> {
@@ -35,13 +36,42 @@ pub fn images(state: &State, args: &ImagesArgs) -> anyhow::Result<()> {
             .iter()
             .filter_map(|d| state.content.size(d).ok())
             .sum();
-        let created = crate::timestamp::utc_date(record.created_at);
+        let created = config_created(state, &record)
+            .unwrap_or_else(|| crate::timestamp::utc_date(record.created_at));
         out.push_str(&format!(
             "{repository:<40} {tag:<16} {id:<14} {created:<24} {}\n",
             human_size(size)
         ));
     }
     crate::debug::print_stdout(&out)
+}
+
+/// When the image was made, as `docker images` shows it: its config's `created` (for an
+/// index, that of its first platform in the store), `YYYY-MM-DD HH:MM:SS UTC`. `None` when the
+/// config says nothing usable (then the time the name was set is shown).
+fn config_created(state: &State, record: &rbuild_cache::db::ImageRecord) -> Option<String> {
+    let manifest = match is_index(&record.media_type) {
+        true => {
+            let bytes = state.content.read(&record.digest).ok()?;
+            let index: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+            index["manifests"]
+                .as_array()?
+                .iter()
+                .filter_map(|m| m["digest"].as_str()?.parse::<rbuild_cache::Digest>().ok())
+                .find(|d| state.content.contains(d))?
+        }
+        false => record.digest,
+    };
+    let bytes = state.content.read(&manifest).ok()?;
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let config = manifest["config"]["digest"].as_str()?.parse().ok()?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&state.content.read(&config).ok()?).ok()?;
+    let created = config["created"].as_str()?;
+    // RFC 3339 `2026-11-24T13:34:49.123Z` → `2026-11-24 13:34:49 UTC`.
+    let (date, time) = created.split_once('T')?;
+    let time = time.get(..8)?;
+    (date.len() == 10 && created.ends_with('Z')).then(|| format!("{date} {time} UTC"))
 }
 
 /// `docker.io/library/app:1.0` → (`app`, `1.0`), as `docker images` shows names.

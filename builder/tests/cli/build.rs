@@ -223,3 +223,29 @@ fn the_metadata_file_names_the_image() {
         .as_str()
         .is_some_and(|d| d.starts_with("sha256:")));
 }
+
+/// `rbuild images` shows when an image was made (its config's `created`, here set by
+/// SOURCE_DATE_EPOCH), not when its name was set.
+#[test]
+fn images_show_the_config_creation_time() {
+    let examples = fixture("").join("../examples");
+    let dir = tempfile::TempDir::new().unwrap();
+    let build = run(rbuild(&examples).env("RBUILD_ROOT", dir.path()).args([
+        "build",
+        "--build-arg",
+        "SOURCE_DATE_EPOCH=86400",
+        "-t",
+        "epoch:1",
+        "config",
+    ]));
+    assert_eq!(build.code, 0, "{build}");
+    let listed = run(rbuild(&examples)
+        .env("RBUILD_ROOT", dir.path())
+        .arg("images"));
+    let line = listed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("epoch "))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(line.contains("1970-01-02 00:00:00 UTC"), "{listed}");
+}
