@@ -28,7 +28,7 @@ pub fn target_platforms(specs: &[String]) -> anyhow::Result<Vec<Option<Platform>
 }
 
 /// One build graph per platform, in the order of `platforms`, all sharing one merged graph.
-/// Lint warnings are printed once.
+/// Lint warnings are printed once each, whichever platforms' lowerings gave them.
 pub fn lower(
     source: &Source,
     dockerfile: &Dockerfile,
@@ -38,15 +38,19 @@ pub fn lower(
 ) -> anyhow::Result<Vec<BuildGraph>> {
     ensure!(!platforms.is_empty(), "a build needs a platform");
     let mut builds = Vec::new();
-    for (i, platform) in platforms.iter().enumerate() {
+    for platform in platforms {
         let mut options =
             crate::debug::lower_options(args.target.as_deref(), &args.build_args, None)?;
         options.target_platform = platform.clone();
         options.platform_in_names = platforms.len() > 1;
-        builds.push(match i {
-            0 => source.lower_with(dockerfile, &options, bases)?,
-            _ => source.lower_quietly(dockerfile, &options, bases)?,
-        });
+        builds.push(source.lower_quietly(dockerfile, &options, bases)?);
+    }
+    let mut printed = std::collections::BTreeSet::new();
+    for warning in builds.iter().flat_map(|b| &b.warnings) {
+        let text = warning.render(&source.name);
+        if printed.insert(text.clone()) {
+            eprintln!("{text}");
+        }
     }
     Ok(graph::merge(builds))
 }

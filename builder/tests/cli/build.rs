@@ -249,3 +249,21 @@ fn images_show_the_config_creation_time() {
         .unwrap_or_else(|| panic!("{listed}"));
     assert!(line.contains("1970-01-02 00:00:00 UTC"), "{listed}");
 }
+
+/// A build for two platforms lowers the Dockerfile twice but says each lint warning once.
+#[test]
+fn a_two_platform_build_prints_each_warning_once() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch as base\nLABEL a=b\n").unwrap();
+    let out = run(rbuild(dir.path())
+        .env("RBUILD_ROOT", dir.path().join("root"))
+        .args(["build", "--platform", "linux/amd64,linux/arm64", "ctx"]));
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        out.stderr.matches("warning: FromAsCasing").count(),
+        1,
+        "{out}"
+    );
+}
