@@ -68,8 +68,8 @@ RBUILD=$(realpath "${CARGO_TARGET_DIR:-target}/release/rbuild")
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rbuild-bench-build.XXXXXX")
 LOGS=$WORK/logs
 SCRIPT=bench-build.sh
-# shellcheck source=scripts/bench-dockerd.sh
-source "$REPO/scripts/bench-dockerd.sh"
+# shellcheck source=scripts/bench-lib.sh
+source "$REPO/scripts/bench-lib.sh"
 mkdir -p "$LOGS"
 
 # ---- cleanup ----
@@ -306,21 +306,11 @@ for tool in rbuild buildkit; do have "$tool" && first+=("$tool"); done
 have buildah && bench_pass buildah
 
 # ---- the figures ----
-median() { # numbers or "-"... ("-" when none is a number)
-    printf '%s\n' "$@" | grep -v '^-$' | sort -g | awk '{ v[NR] = $1 } END {
-        if (NR == 0) print "-"
-        else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 med() { # workload tool
     have "$2" || { echo -; return; }
     # shellcheck disable=SC2086
     median ${T[$1,$2]:--}
 }
-ratio() { # a b
-    awk -v a="$1" -v b="$2" 'BEGIN {
-        if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f\n", a / b }'
-}
-secs() { [[ $1 == - ]] && echo - || printf '%.3f s' "$1"; }
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 echo

@@ -3,7 +3,7 @@
 //! is re-resolved there by every build (one HEAD request); its blobs are fetched only once.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{bail, Context};
 use rbuild_cache::image::oci_layout::{parse_layout_ref, OciDir};
@@ -29,9 +29,9 @@ pub struct BaseImage {
 /// for the build that follows.
 pub struct StoreBases<'s> {
     state: &'s State,
-    resolved: Mutex<BTreeMap<(String, String), Result<BaseImage, String>>>,
+    resolved: Memo<(String, String), Result<BaseImage, String>>,
     /// What each tag resolved to in this build: asked once, whatever the platforms.
-    tags: Mutex<BTreeMap<String, rbuild_cache::Digest>>,
+    tags: Memo<String, rbuild_cache::Digest>,
     options: RegistryOptions,
     /// `--pull`: ask the registry even for names the store has, and never fall back to them.
     pull: bool,
@@ -43,8 +43,8 @@ impl<'s> StoreBases<'s> {
     pub fn new(state: &'s State, options: RegistryOptions, pull: bool) -> Self {
         StoreBases {
             state,
-            resolved: Mutex::new(BTreeMap::new()),
-            tags: Mutex::new(BTreeMap::new()),
+            resolved: Memo::default(),
+            tags: Memo::default(),
             options,
             pull,
             registry: OnceLock::new(),
@@ -63,21 +63,20 @@ impl<'s> StoreBases<'s> {
     /// The base image `reference` for `platform`, or the reason it is not available.
     pub fn get(&self, reference: &str, platform: &Platform) -> anyhow::Result<BaseImage> {
         let key = (reference.to_string(), platform_string(platform));
-        // Held while resolving: two stages on one base pull it once.
-        let mut resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
-        let found = resolved
-            .entry(key)
-            .or_insert_with(|| {
-                self.resolve(reference, platform).map_err(|e| {
-                    // Registry errors start with the name they were about already.
-                    let text = format!("{e:#}");
-                    match text.starts_with(&format!("{reference}: ")) {
-                        true => format!("base image {text}"),
-                        false => format!("base image {reference}: {text}"),
-                    }
-                })
-            })
-            .clone();
+        // Two stages on one base pull it once; stages on other bases pull theirs meanwhile.
+        let found = self.resolved.get_or_try(key, || {
+            Ok::<_, std::convert::Infallible>(self.resolve(reference, platform).map_err(|e| {
+                // A registry error about the name as written names it already.
+                let target = e
+                    .downcast_ref::<crate::registry::RegistryError>()
+                    .and_then(|e| e.target());
+                match target == Some(reference) {
+                    true => format!("base image {e:#}"),
+                    false => format!("base image {reference}: {e:#}"),
+                }
+            }))
+        });
+        let Ok(found) = found;
         found.map_err(anyhow::Error::msg)
     }
 
@@ -162,21 +161,7 @@ impl<'s> StoreBases<'s> {
         registry: &Registry,
         name: &ImageName,
     ) -> Result<rbuild_cache::Digest, crate::registry::RegistryError> {
-        let key = name.full();
-        if let Some(digest) = self
-            .tags
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return Ok(*digest);
-        }
-        let digest = registry.resolve(name)?;
-        self.tags
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, digest);
-        Ok(digest)
+        self.tags.get_or_try(name.full(), || registry.resolve(name))
     }
 
     /// Copies an OCI layout's image into the content store (verified) and returns its root.
@@ -212,8 +197,8 @@ impl<'s> StoreBases<'s> {
         };
         if !content.contains(&manifest_descriptor.digest) {
             bail!(
-                "its {} image is not in the store (the index was pulled for other platforms) and \
-                 the registry was not reached for it",
+                "its {} image is not in the store (only other platforms of this index were \
+                 pulled or loaded)",
                 platform_string(platform)
             );
         }
@@ -249,5 +234,35 @@ impl BaseImages for StoreBases<'_> {
         let mut config: StageConfig = serde_json::from_value(value).ok()?;
         config.author = base.config.value().author.clone().unwrap_or_default();
         Some(config)
+    }
+}
+
+/// Answers remembered by key: each key is worked out once (later askers wait for it), while
+/// other keys are worked out at the same time. A failed attempt is not remembered.
+struct Memo<K, V> {
+    cells: Mutex<BTreeMap<K, Arc<Mutex<Option<V>>>>>,
+}
+
+impl<K, V> Default for Memo<K, V> {
+    fn default() -> Self {
+        Memo {
+            cells: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl<K: Ord, V: Clone> Memo<K, V> {
+    fn get_or_try<E>(&self, key: K, make: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
+        let cell = {
+            let mut cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(cells.entry(key).or_default())
+        };
+        let mut slot = cell.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(value) = &*slot {
+            return Ok(value.clone());
+        }
+        let value = make()?;
+        *slot = Some(value.clone());
+        Ok(value)
     }
 }

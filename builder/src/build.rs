@@ -132,7 +132,7 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
             args,
         )?);
     }
-    let built = Built::new(&state, images)?;
+    let built = images;
     // Each output's form of the result (layers compressed as it wants), made before any is
     // written; the first one's names the result.
     let prepared = outputs
@@ -140,9 +140,9 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
         .map(|spec| prepare(&state, &built, spec))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let top = prepared[0].0.clone();
-    let id = match built.index {
-        None => built.images[0].config_digest,
-        Some(_) => top.digest,
+    let id = match built.as_slice() {
+        [one] => one.config_digest,
+        _ => top.digest,
     };
     progress(format_args!("writing image {id} done"));
     for (spec, (top, children)) in outputs.iter().zip(&prepared) {
@@ -375,7 +375,13 @@ fn run_emulators(graph: &BuildGraph, args: &BuildArgs) -> anyhow::Result<crate::
         .graph
         .node_weights()
         .filter_map(|v| match &v.op {
-            Op::Exec(exec) if exec.platform.architecture != host.architecture => {
+            Op::Exec(exec)
+                if exec.platform.os != "linux"
+                    || !crate::emulation::runs_natively(
+                        &host.architecture,
+                        &exec.platform.architecture,
+                    ) =>
+            {
                 Some(exec.platform.clone())
             }
             _ => None,
@@ -436,17 +442,21 @@ fn snapshotter_kind(choice: SnapshotterChoice) -> SnapshotterKind {
     }
 }
 
-/// The image's `created` time: SOURCE_DATE_EPOCH (build-arg, then environment) or now.
-fn created_time(args: &BuildArgs) -> anyhow::Result<String> {
-    let epoch = args
-        .build_args
+/// SOURCE_DATE_EPOCH as the build takes it: the build-arg, then the environment; empty is
+/// unset.
+fn source_date_epoch(args: &BuildArgs) -> Option<String> {
+    args.build_args
         .iter()
         .rev()
         .find(|a| a.key == "SOURCE_DATE_EPOCH")
         .and_then(|a| a.value.clone())
         .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
-        .filter(|v| !v.is_empty());
-    match epoch {
+        .filter(|v| !v.is_empty())
+}
+
+/// The image's `created` time: SOURCE_DATE_EPOCH or now.
+fn created_time(args: &BuildArgs) -> anyhow::Result<String> {
+    match source_date_epoch(args) {
         Some(text) => {
             let secs: i64 = text.parse().with_context(|| {
                 format!("SOURCE_DATE_EPOCH={text:?} is not a number of seconds")
@@ -469,28 +479,6 @@ pub struct BuiltImage {
     pub platform: Platform,
 }
 
-/// What a build made: one image, or one per platform and the index over them.
-pub struct Built {
-    images: Vec<BuiltImage>,
-    index: Option<Descriptor>,
-}
-
-impl Built {
-    fn new(state: &State, images: Vec<BuiltImage>) -> anyhow::Result<Built> {
-        let index = match images.len() {
-            1 => None,
-            _ => {
-                let children: Vec<(Descriptor, Platform)> = images
-                    .iter()
-                    .map(|i| (i.manifest.clone(), i.platform.clone()))
-                    .collect();
-                Some(export::put_index(state, &children)?)
-            }
-        };
-        Ok(Built { images, index })
-    }
-}
-
 fn assemble(
     state: &State,
     stage: &StageNode,
@@ -508,8 +496,7 @@ fn assemble(
     };
     // An unchanged rebuild gives the image it gave before (BuildKit does too): the config is
     // recorded by everything but its times, and reused with the times of its first build.
-    let epoch = args.build_args.iter().any(|a| a.key == "SOURCE_DATE_EPOCH")
-        || std::env::var_os("SOURCE_DATE_EPOCH").is_some();
+    let epoch = source_date_epoch(args).is_some();
     let timeless = make(if epoch { created } else { "" })?;
     let key = Digest::of(&[b"image config v1\n".as_slice(), timeless.bytes()].concat());
     let earlier = match args.no_cache {
@@ -607,11 +594,11 @@ fn pair_history_with_layers(history: &mut Vec<History>, layers: usize) {
 /// as BuildKit does.
 fn prepare(
     state: &State,
-    built: &Built,
+    built: &[BuiltImage],
     spec: &OutputSpec,
 ) -> anyhow::Result<(Descriptor, Vec<(Descriptor, Platform)>)> {
     let mut children = Vec::new();
-    for image in &built.images {
+    for image in built {
         let from = match spec.options.force_compression {
             true => 0,
             false => image.base_layers,
@@ -622,9 +609,9 @@ fn prepare(
         };
         children.push((manifest, image.platform.clone()));
     }
-    let top = match &built.index {
-        None => children[0].0.clone(),
-        Some(_) => export::put_index(state, &children)?,
+    let top = match children.as_slice() {
+        [(one, _)] => one.clone(),
+        _ => export::put_index(state, &children)?,
     };
     Ok((top, children))
 }
@@ -707,7 +694,7 @@ fn platform_dir(platform: &Platform) -> PathBuf {
 /// (an index has no config digest); `image.name` lists the names the outputs gave it.
 fn write_metadata(
     path: &Path,
-    built: &Built,
+    built: &[BuiltImage],
     top: &Descriptor,
     names: &[&str],
 ) -> anyhow::Result<()> {
@@ -722,9 +709,9 @@ fn write_metadata(
     if !names.is_empty() {
         metadata["image.name"] = serde_json::Value::String(names.join(","));
     }
-    if built.index.is_none() {
+    if let [one] = built {
         metadata["containerimage.config.digest"] =
-            serde_json::Value::String(built.images[0].config_digest.to_string());
+            serde_json::Value::String(one.config_digest.to_string());
     }
     let text = serde_json::to_string_pretty(&metadata)?;
     std::fs::write(path, text)

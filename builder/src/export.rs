@@ -27,7 +27,7 @@ pub fn tag(state: &State, image: &Descriptor, names: &[String]) -> anyhow::Resul
         digest: image.digest,
         media_type: image.media_type.clone(),
         size: image.size,
-        created_at: unix_now(),
+        created_at: crate::timestamp::now().0,
     };
     for name in names {
         state.db.set_image(&store_name(name)?, &record)?;
@@ -42,12 +42,6 @@ pub fn store_name(name: &str) -> anyhow::Result<String> {
         bail!("{name:?}: a name with a digest cannot tag an image in the local store");
     }
     Ok(parsed.full())
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// An OCI layout of the images; the first name of each image becomes its ref name.

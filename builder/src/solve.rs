@@ -19,7 +19,7 @@ use rbuild_cache::Digest;
 use rbuild_frontend::graph::{BuildGraph, Edge, ExecOp, FileOp, Op, Vertex};
 use rbuild_frontend::instructions::NetworkMode;
 
-use crate::bases::StoreBases;
+use crate::bases::{BaseImage, StoreBases};
 use crate::cachekey::KeyInputs;
 use crate::executor::{BindMount, Executor, Network, OutputSink, RunSpec, Stream};
 use crate::fileop::{self, SourceTree};
@@ -353,9 +353,9 @@ impl<'s, 'a> Job<'s, 'a> {
                 platform,
             } => self.reported(|job| {
                 let base = job.solver.bases.get(reference, platform)?;
-                inputs.base = Some(Digest::of(base.manifest.bytes()));
+                inputs.base = Some(base.manifest.digest());
                 job.key = Some(inputs.key());
-                job.base_layers(reference, platform).map(Solved::Layers)
+                job.base_layers(reference, &base).map(Solved::Layers)
             }),
             Op::Exec(exec) => {
                 if exec.network == NetworkMode::Default && self.solver.network == Network::None {
@@ -399,7 +399,6 @@ impl<'s, 'a> Job<'s, 'a> {
         result
     }
 
-    /// The step names and keys of `index`'s inputs, in edge order.
     /// `index`'s inputs as (role, step name, key), ordered by role: which input is the root
     /// filesystem and which the source is part of the key, not the graph's numbering.
     fn input_keys(&self, graph: &BuildGraph, index: NodeIndex) -> Vec<(String, String, Digest)> {
@@ -574,12 +573,7 @@ impl<'s, 'a> Job<'s, 'a> {
     }
 
     /// Unpacks (once) the layers of a base image.
-    fn base_layers(
-        &self,
-        reference: &str,
-        platform: &rbuild_frontend::platform::Platform,
-    ) -> anyhow::Result<Vec<SolvedLayer>> {
-        let base = self.solver.bases.get(reference, platform)?;
+    fn base_layers(&self, reference: &str, base: &BaseImage) -> anyhow::Result<Vec<SolvedLayer>> {
         let diff_ids = &base.config.value().rootfs.diff_ids;
         let mut layers = Vec::new();
         for (blob, diff_id) in base.manifest.value().layers.iter().zip(diff_ids) {

@@ -576,7 +576,10 @@ impl Database {
     pub fn set_step_inputs(&self, step: &str, key: &Digest, inputs: &str) -> Result<(), DbError> {
         self.conn()
             .execute(
-                "INSERT OR REPLACE INTO step_history (step, key, inputs) VALUES (?1, ?2, ?3)",
+                // A step that kept its key (a cache hit) keeps its row: no write per hit.
+                "INSERT INTO step_history (step, key, inputs) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (step) DO UPDATE SET key = excluded.key, inputs = excluded.inputs \
+                 WHERE step_history.key != excluded.key",
                 params![step, key.to_string(), inputs],
             )
             .map_err(|e| self.error("set step history", e))?;
@@ -641,8 +644,6 @@ type RawImage = (String, String, i64, i64);
 /// A `cache_records` row's layer columns as stored: diff_id, blob, media_type, size.
 type RawLayer = (Option<String>, Option<String>, Option<String>, Option<i64>);
 
-/// Applies the migrations the file has not seen yet, in one write transaction so that two
-/// processes opening a fresh file at once do not both create the tables.
 /// WAL mode is stored in the file, so it is switched on once. Switching takes a lock that
 /// SQLite does not wait for with the busy timeout; rbuild processes opening a new root at once
 /// may see SQLITE_BUSY for it, so it is retried for a while.
@@ -668,6 +669,8 @@ fn enable_wal(conn: &Connection) -> Result<(), rusqlite::Error> {
     }
 }
 
+/// Applies the migrations the file has not seen yet, in one write transaction so that two
+/// processes opening a fresh file at once do not both create the tables.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
     let fail = |op| move |source| sqlite_error(path, op, source);
     let tx = conn

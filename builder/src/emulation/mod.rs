@@ -251,13 +251,6 @@ fn hook_fix(arch: &str) -> String {
     format!("name an emulator with --emulator {arch}=/usr/bin/qemu-{qemu}-static")
 }
 
-/// No hooks, the kernel's binfmt_misc: what a build has before [`Emulators::load`].
-impl Default for Emulators {
-    fn default() -> Emulators {
-        Emulators::new(BTreeMap::new(), PathBuf::from(BINFMT_MISC))
-    }
-}
-
 /// Whether a `host` CPU runs `arch` binaries itself: its own, and the 32-bit architecture its
 /// 64-bit one grew from (amd64 runs 386, arm64 runs arm v6/v7/v8).
 pub fn runs_natively(host: &str, arch: &str) -> bool {

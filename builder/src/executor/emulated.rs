@@ -8,13 +8,10 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use rbuild_cache::layer::safe_path::{Missing, Root, Symlinks};
+use rbuild_cache::layer::safe_path::{Missing, Root, Symlinks, MAX_SYMLINKS};
 use rustix::fs::{AtFlags, FileType};
 
 use super::{ExecError, EMULATOR_PATH};
-
-/// Linux's own limit on symlinks in one lookup.
-const MAX_SYMLINKS: usize = 40;
 
 /// The argv that runs `args` through the emulator, with the program resolved against the
 /// `PATH` of `env` inside `rootfs` when it names no directory.

@@ -15,12 +15,11 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rbuild_cache::layer::safe_path::{list_dir, open_readable, Missing, Root, Symlinks};
+use rbuild_cache::layer::safe_path::{
+    list_dir, open_readable, Missing, Root, Symlinks, MAX_SYMLINKS,
+};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps};
 use rustix::io::Errno;
-
-/// Linux's own limit on symlinks in one lookup.
-const MAX_SYMLINKS: usize = 40;
 
 /// The stubs one run may create, recorded before it.
 #[derive(Debug, Default)]

@@ -7,8 +7,9 @@ use anyhow::bail;
 use super::{find, image_id, reachable};
 use crate::cli::{ImagesArgs, RmiArgs};
 use crate::state::State;
+use rbuild_cache::db::ImageRecord;
 use rbuild_cache::image::media_types::is_index;
-use rbuild_cache::image::ImageName;
+use rbuild_cache::image::{Blob, ImageConfig, ImageName, Index};
 
 pub fn images(state: &State, args: &ImagesArgs) -> anyhow::Result<()> {
     let mut out = String::new();
@@ -49,25 +50,28 @@ pub fn images(state: &State, args: &ImagesArgs) -> anyhow::Result<()> {
 /// When the image was made, as `docker images` shows it: its config's `created` (for an
 /// index, that of its first platform in the store), `YYYY-MM-DD HH:MM:SS UTC`. `None` when the
 /// config says nothing usable (then the time the name was set is shown).
-fn config_created(state: &State, record: &rbuild_cache::db::ImageRecord) -> Option<String> {
+fn config_created(state: &State, record: &ImageRecord) -> Option<String> {
     let manifest = match is_index(&record.media_type) {
         true => {
-            let bytes = state.content.read(&record.digest).ok()?;
-            let index: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-            index["manifests"]
-                .as_array()?
+            let index: Blob<Index> = Blob::parse(state.content.read(&record.digest).ok()?).ok()?;
+            let entry = index
+                .value()
+                .manifests
                 .iter()
-                .filter_map(|m| m["digest"].as_str()?.parse::<rbuild_cache::Digest>().ok())
-                .find(|d| state.content.contains(d))?
+                .find(|m| state.content.contains(&m.digest))?
+                .clone();
+            ImageRecord {
+                media_type: entry.media_type,
+                digest: entry.digest,
+                size: entry.size,
+                created_at: record.created_at,
+            }
         }
-        false => record.digest,
+        false => record.clone(),
     };
-    let bytes = state.content.read(&manifest).ok()?;
-    let manifest: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let config = manifest["config"]["digest"].as_str()?.parse().ok()?;
-    let config: serde_json::Value =
-        serde_json::from_slice(&state.content.read(&config).ok()?).ok()?;
-    let created = config["created"].as_str()?;
+    let config = image_id(state, &manifest).ok()?;
+    let config: Blob<ImageConfig> = Blob::parse(state.content.read(&config).ok()?).ok()?;
+    let created = config.value().created.clone()?;
     // RFC 3339 `2026-11-24T13:34:49.123Z` → `2026-11-24 13:34:49 UTC`.
     let (date, time) = created.split_once('T')?;
     let time = time.get(..8)?;

@@ -351,7 +351,7 @@ fn verbose_records(survey: &Survey) -> String {
 pub fn prune(state: &State, args: &PruneArgs) -> anyhow::Result<()> {
     let policy = Policy::from_args(args)?;
     let layers = LayerStore::open(&layers_dir(&state.root))?;
-    let plan = plan(&survey(state, &layers)?, &policy, unix_now());
+    let plan = plan(&survey(state, &layers)?, &policy, crate::timestamp::now().0);
     let done = execute(state, &layers, &plan)?;
     let temps = clean_leftovers(state)?;
     println!(
@@ -418,12 +418,6 @@ fn layers_dir(root: &Path) -> std::path::PathBuf {
     root.join("snapshots/layers")
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// The store size past which a build triggers GC: `RBUILD_GC_KEEP_STORAGE` (a size; `0` or
 /// `off` turns GC off), else a tenth of the filesystem the root is on, BuildKit's default.
 fn gc_limit(root: &Path) -> anyhow::Result<Option<u64>> {
@@ -472,7 +466,7 @@ fn try_auto_gc(root: Option<&Path>) -> anyhow::Result<()> {
         keep_storage: Some(limit),
         ..Policy::default()
     };
-    let plan = plan(&survey, &policy, unix_now());
+    let plan = plan(&survey, &policy, crate::timestamp::now().0);
     let done = execute(&state, &layers, &plan)?;
     eprintln!(
         "automatic GC: the store ({}) passed its limit ({}); deleted {} cache records, {} \

@@ -32,18 +32,16 @@ pub fn push(state: &State, args: &PushArgs) -> anyhow::Result<()> {
 
 pub fn pull(state: &State, args: &PullArgs) -> anyhow::Result<()> {
     let registry = Registry::new(args.registry.options(1))?;
-    let mut platforms = args
-        .platforms
-        .iter()
-        .map(|text| Platform::parse(text.trim()))
-        .collect::<Result<Vec<_>, _>>()?;
-    if platforms.is_empty() {
-        platforms.push(Platform::host());
-    }
+    let platforms: Vec<Platform> = crate::multiplatform::target_platforms(&args.platforms)?
+        .into_iter()
+        .map(|p| p.unwrap_or_else(Platform::host))
+        .collect();
     for text in &args.names {
         let name: ImageName = text.parse()?;
+        // One resolve for all platforms: they all come from the same index.
+        let digest = registry.resolve(&name)?;
         for platform in &platforms {
-            let top = registry.pull(state, &name, platform)?;
+            let top = registry.pull_resolved(state, &name, digest, platform)?;
             println!("{}: {}", name.familiar(), top.digest);
         }
     }

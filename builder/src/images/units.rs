@@ -44,44 +44,13 @@ pub fn parse_size(text: &str) -> Result<u64, UnitsError> {
     Ok(bytes as u64)
 }
 
-/// A Go duration (`time.ParseDuration`): one or more number-unit pairs, `1h30m`, `1.5h`,
-/// `300ms`; units `ns`, `us` (`µs`), `ms`, `s`, `m`, `h`. `0` alone is allowed; no sign, since
-/// a negative age filters nothing that makes sense.
+/// A Go duration (`time.ParseDuration`, as the frontend reads HEALTHCHECK's): `1h30m`, `1.5h`,
+/// `300ms`. No sign, since a negative age filters nothing that makes sense.
 pub fn parse_go_duration(text: &str) -> Result<Duration, UnitsError> {
-    let bad = || UnitsError::Duration(text.to_string());
-    if text == "0" {
-        return Ok(Duration::ZERO);
+    match rbuild_frontend::instructions::parse_duration(text) {
+        Ok(nanos) if !text.starts_with(['-', '+']) => Ok(Duration::from_nanos(nanos as u64)),
+        _ => Err(UnitsError::Duration(text.to_string())),
     }
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        let (number, after) = rest.split_at(digits);
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_len);
-        let seconds = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        if number.is_empty() || number == "." {
-            return Err(bad());
-        }
-        total += number.parse::<f64>().map_err(|_| bad())? * seconds;
-        rest = after;
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
 #[cfg(test)]

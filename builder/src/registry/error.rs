@@ -50,6 +50,14 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// The `registry/repository[:tag]` a failed request was about, which its message starts with.
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            RegistryError::Failed { target, .. } => Some(target),
+            _ => None,
+        }
+    }
+
     /// True when the registry was unreachable or failing (connection errors, 5xx, 429) even
     /// after retries: what a build may ride out with an image pulled before.
     pub fn is_transient(&self) -> bool {

@@ -1,6 +1,6 @@
 //! `rbuild build` and its shorthand `rbuild PATH`.
 
-use crate::util::{fixture, rbuild, run};
+use crate::util::{examples, fixture, rbuild, run};
 
 #[test]
 fn build_from_a_base_missing_from_the_store_names_it() {
@@ -162,7 +162,7 @@ fn a_closed_stdout_is_not_a_crash() {
 /// so `rbuild -q -o type=oci,dest=- . > image.tar` gives a valid tar.
 #[test]
 fn quiet_with_an_archive_on_stdout_keeps_the_id_out_of_it() {
-    let examples = fixture("").join("../examples");
+    let examples = examples();
     let out = rbuild(&examples)
         .args(["build", "-q", "-o", "type=oci,dest=-", "config"])
         .output()
@@ -199,7 +199,7 @@ fn quiet_with_an_archive_on_stdout_keeps_the_id_out_of_it() {
 /// `--metadata-file` has buildx's keys: the image's digests and `image.name`, the names given.
 #[test]
 fn the_metadata_file_names_the_image() {
-    let examples = fixture("").join("../examples");
+    let examples = examples();
     let dir = tempfile::TempDir::new().unwrap();
     let meta = dir.path().join("meta.json");
     let out = run(rbuild(&examples)
@@ -228,7 +228,7 @@ fn the_metadata_file_names_the_image() {
 /// SOURCE_DATE_EPOCH), not when its name was set.
 #[test]
 fn images_show_the_config_creation_time() {
-    let examples = fixture("").join("../examples");
+    let examples = examples();
     let dir = tempfile::TempDir::new().unwrap();
     let build = run(rbuild(&examples).env("RBUILD_ROOT", dir.path()).args([
         "build",

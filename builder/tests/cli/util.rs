@@ -17,6 +17,11 @@ pub fn fixture(name: &str) -> PathBuf {
     dir
 }
 
+/// `testdata/examples`, whose images build without a container runtime or the network.
+pub fn examples() -> PathBuf {
+    fixture("").join("../examples")
+}
+
 /// `rbuild` with `dir` as working directory, so file names in messages are the short ones a
 /// user types, and with an environment that does not change the output.
 pub fn rbuild(dir: &Path) -> Command {

@@ -17,7 +17,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 /// Linux gives up after 40 links (ELOOP); so do we, so a symlink loop cannot hang extraction.
-const MAX_SYMLINKS: usize = 40;
+pub const MAX_SYMLINKS: usize = 40;
 
 /// Why a name or a path inside the root is refused or cannot be resolved.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -1,7 +1,8 @@
 # Sourced by the benchmarks that compare with BuildKit (bench-build.sh, bench-multiplatform.sh):
-# Docker's daemon, started when none answers and stopped at exit. The caller sets DOCKER (the
-# CLI's path, empty when there is none), LOGS (a directory for dockerd's log) and SCRIPT (its
-# own name, for messages), and calls stop_dockerd from its exit trap.
+# Docker's daemon, started when none answers and stopped at exit, and the figures' arithmetic.
+# The caller sets DOCKER (the CLI's path, empty when there is none), LOGS (a directory for
+# dockerd's log) and SCRIPT (its own name, for messages), and calls stop_dockerd from its exit
+# trap.
 
 DOCKERD_PID=
 
@@ -43,3 +44,16 @@ stop_dockerd() {
         wait "$DOCKERD_PID" 2>/dev/null
     fi
 }
+
+median() { # numbers or "-"... ("-" when none is a number)
+    printf '%s\n' "$@" | grep -v '^-$' | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) print "-"
+        else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+ratio() { # a b
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f\n", a / b }'
+}
+
+secs() { [[ $1 == - ]] && echo - || printf '%.3f s' "$1"; }
