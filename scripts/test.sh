@@ -7,10 +7,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# CI once failed before any test ran: cargo's target probe (`rustc - --crate-name ___ …`) parsed
-# another rustc's error text as its source and the failure was then replayed from the probe
-# cache in target/.rustc_info.json. Nothing here reads standard input, and the probe is cheap,
-# so neither is shared with what came before.
+# CI once failed before any test ran: cargo's target probe (`rustc - …`, reading /dev/null)
+# parsed build-script errors as its source. /dev/null had become a regular file, renamed over
+# by `-o type=tar,dest=/dev/null` in a test, and the probes had written into it. CI runs on the
+# machine the last session used, so a broken /dev/null is repaired here, and the run fails if
+# the tests break it again. Nothing here reads standard input, nor needs the probe cache.
+if [ ! -c /dev/null ] && [ "$(id -u)" = 0 ]; then
+    echo "warning: /dev/null is not a character device; making it one again" >&2
+    rm -f /dev/null && mknod -m 666 /dev/null c 1 3
+fi
 exec </dev/null
 export CARGO_CACHE_RUSTC_INFO=0
 
@@ -105,3 +110,7 @@ run cargo fmt --all --check
 run cargo clippy --workspace --all-targets -- -D warnings
 # --no-fail-fast: every suite runs and prints its `test result:` line, even after a failure.
 run cargo test --workspace --no-fail-fast
+if [ ! -c /dev/null ]; then
+    echo "error: /dev/null is no longer a character device: something the tests ran replaced it" >&2
+    exit 1
+fi

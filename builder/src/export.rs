@@ -217,6 +217,8 @@ pub fn put_index(
 }
 
 /// Writes a file atomically (temp file beside it, renamed when complete) or streams to stdout.
+/// A destination that is a device, FIFO or socket (`dest=/dev/null`, a named pipe) is written
+/// into as it is: renaming over it would replace `/dev/null` itself with a regular file.
 pub fn write_to(
     dest: &Destination,
     write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
@@ -227,8 +229,47 @@ pub fn write_to(
             write(&mut out)?;
             out.flush().context("writing to stdout")
         }
-        Destination::Path(path) => write_file_atomically(path, write),
+        Destination::Path(path) => match std::fs::metadata(path) {
+            Ok(md) if !md.is_file() && !md.is_dir() => write_into_special(path, write),
+            // Through a symlink to the file it names, as `docker build -o` writes, not over
+            // the link.
+            _ => write_file_atomically(&follow_links(path)?, write),
+        },
     }
+}
+
+/// Where `path` leads through symlinks, even to a file not made yet (a dangling link names the
+/// file to create).
+fn follow_links(path: &Path) -> anyhow::Result<PathBuf> {
+    let mut path = path.to_path_buf();
+    for _ in 0..rbuild_cache::layer::safe_path::MAX_SYMLINKS {
+        match std::fs::symlink_metadata(&path) {
+            Ok(md) if md.file_type().is_symlink() => {
+                let target = std::fs::read_link(&path)
+                    .with_context(|| format!("reading the symlink {}", path.display()))?;
+                path = match path.parent() {
+                    Some(dir) => dir.join(target),
+                    None => target,
+                };
+            }
+            _ => return Ok(path),
+        }
+    }
+    bail!("{}: too many levels of symbolic links", path.display())
+}
+
+fn write_into_special(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    write(&mut out).with_context(|| format!("writing {}", path.display()))?;
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn write_file_atomically(

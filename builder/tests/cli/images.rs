@@ -334,6 +334,44 @@ fn oci_directory_docker_archive_local_and_tar_outputs() {
     }
 }
 
+/// `-o type=tar,dest=/dev/null` once renamed a regular file over the host's /dev/null. A
+/// named pipe stands in for the device: it must stay a pipe and its reader get the archive;
+/// a symlinked destination is written through, the link kept.
+#[test]
+fn an_output_to_a_pipe_or_a_symlink_writes_into_it_and_leaves_it_in_place() {
+    use std::os::unix::fs::FileTypeExt;
+    let ws = Workspace::new();
+    let pipe = ws.path().join("pipe");
+    let made = Process::new("mkfifo").arg(&pipe).status().unwrap();
+    assert!(made.success());
+    let reader = {
+        let pipe = pipe.clone();
+        std::thread::spawn(move || fs::read(pipe).unwrap())
+    };
+    fs::create_dir(ws.path().join("real")).unwrap();
+    std::os::unix::fs::symlink("real/out.tar", ws.path().join("link.tar")).unwrap();
+    let out = ws.build(
+        APP,
+        &[
+            "-o",
+            &format!("type=tar,dest={}", pipe.display()),
+            "-o",
+            "type=tar,dest=link.tar",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out}");
+    // Before joining: had the pipe been replaced, its reader would wait for a writer forever.
+    assert!(fs::symlink_metadata(&pipe).unwrap().file_type().is_fifo());
+    let through_pipe = reader.join().unwrap();
+    let through_link = fs::read(ws.path().join("real/out.tar")).unwrap();
+    assert!(through_pipe.len() > 1024, "{} bytes", through_pipe.len());
+    assert_eq!(through_pipe, through_link);
+    assert!(fs::symlink_metadata(ws.path().join("link.tar"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
 #[test]
 fn load_then_save_keeps_every_digest() {
     let ws = Workspace::new();
