@@ -24,6 +24,7 @@ use crate::executor::{Executor, Runc};
 use crate::export;
 use crate::fileop::IgnoreRules;
 use crate::output::{Output, OutputSpec};
+use crate::shared_cache::{self, ImportedCache};
 use crate::snapshot::{Snapshots, SnapshotterKind};
 use crate::solve::{progress, BuildContext, SolvedLayer, Solver};
 use crate::source::Source;
@@ -72,6 +73,19 @@ fn writes_stdout(args: &BuildArgs) -> bool {
 fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::Digest> {
     let outputs = output_specs(args)?;
     refuse_missing_features(args)?;
+    let cache_sources = args
+        .cache_from
+        .iter()
+        .map(|s| shared_cache::parse_source(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cache_exports = args
+        .cache_to
+        .iter()
+        .map(|s| shared_cache::parse_export(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let inline_cache = cache_exports
+        .iter()
+        .any(|e| e.target == shared_cache::CacheTarget::Inline);
     let network = build_network(args)?;
     let state = State::open(root, Access::Shared)?;
     let inputs = read_inputs(args, &state)?;
@@ -109,12 +123,27 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
     solver.jobs = args.jobs.unwrap_or(solver.jobs);
     solver.network = network;
     solver.emulators = emulators;
+    let build_platforms: Vec<_> = builds
+        .iter()
+        .map(|b| b.stages[&b.target].platform.clone())
+        .collect();
+    let imported = match cache_sources.is_empty() {
+        true => ImportedCache::default(),
+        false => ImportedCache::load(&state, &bases, &cache_sources, &build_platforms),
+    };
+    solver.imported = Some(&imported);
     let heads: Vec<NodeIndex> = builds.iter().map(|b| b.stages[&b.target].head).collect();
-    let solutions = solver.solve(graph, &heads)?;
+    let solved = solve_past_unusable_layers(&mut solver, graph, &heads)?;
+    imported.report();
     // A signal during the last step: stop here rather than export a half-wanted image.
     ensure!(!crate::interrupt::interrupted(), "interrupted");
     let mut images = Vec::new();
-    for ((build, solution), target) in builds.iter().zip(&solutions).zip(&platforms) {
+    for (((build, solution), target), head) in builds
+        .iter()
+        .zip(&solved.solutions)
+        .zip(&platforms)
+        .zip(&heads)
+    {
         let mut stage = build.stages[&build.target].clone();
         let base = root_base(build, &stage, &bases)?;
         // An image built for a platform the user named is that platform's, whatever its
@@ -122,13 +151,19 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
         if let Some(target) = target {
             stage.platform = target.clone();
         }
+        let inline = inline_cache.then(|| {
+            let chain = shared_cache::final_chain(graph, std::slice::from_ref(head));
+            shared_cache::inline_graph(&solved.steps, &chain)
+        });
         images.push(assemble(
             &state,
+            &imported,
             &stage,
             base.as_ref(),
             &solution.layers,
             &solution.empty_steps,
             &created,
+            inline,
             args,
         )?);
     }
@@ -147,6 +182,19 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
     progress(format_args!("writing image {id} done"));
     for (spec, (top, children)) in outputs.iter().zip(&prepared) {
         write_output(&state, top, children, spec, &bases)?;
+    }
+    let configs: Vec<_> = built
+        .iter()
+        .map(|b| (b.config_key, b.config_digest))
+        .collect();
+    let export_inputs = shared_cache::ExportInputs {
+        graph,
+        heads: &heads,
+        steps: &solved.steps,
+        configs: &configs,
+    };
+    for export in &cache_exports {
+        shared_cache::export(&state, &bases, &imported, export, &export_inputs)?;
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, id.to_string())
@@ -288,17 +336,55 @@ fn output_specs(args: &BuildArgs) -> anyhow::Result<Vec<OutputSpec>> {
 
 /// Flags buildx takes that rbuild does not implement yet: refused rather than ignored, so a
 /// build never seems to do what it did not.
+/// Whether `imported` (an imported cache's config) is `timeless` but for its times: the config
+/// this build would make, so its digest may stand for it.
+fn same_but_times(imported: &str, timeless: &ImageConfig) -> bool {
+    let Ok(mut config) = serde_json::from_str::<ImageConfig>(imported) else {
+        return false;
+    };
+    if config.history.len() != timeless.history.len() {
+        return false;
+    }
+    config.created = timeless.created.clone();
+    for (entry, want) in config.history.iter_mut().zip(&timeless.history) {
+        entry.created = want.created.clone();
+    }
+    config == *timeless
+}
+
 fn refuse_missing_features(args: &BuildArgs) -> anyhow::Result<()> {
     ensure!(
         args.secrets.is_empty() && args.ssh.is_empty(),
         "--secret and --ssh are not implemented yet (issue #9)"
     );
-    ensure!(
-        args.cache_from.is_empty() && args.cache_to.is_empty(),
-        "--cache-from and --cache-to are not implemented yet (issue #8); the local build cache \
-         needs no flag"
-    );
     Ok(())
+}
+
+/// Solves the targets; when a layer a cache hit promised cannot be had (missing or corrupt in
+/// the imported cache, damaged here), says so and solves again without the records that name
+/// it: what already ran is a hit in the local cache by then, so little runs twice.
+fn solve_past_unusable_layers(
+    solver: &mut Solver,
+    graph: &BuildGraph,
+    heads: &[NodeIndex],
+) -> anyhow::Result<crate::solve::SolveResult> {
+    loop {
+        match solver.solve(graph, heads) {
+            Ok(solved) => return Ok(solved),
+            Err(e) => {
+                let Some(unusable) = e.downcast_ref::<shared_cache::UnusableLayer>() else {
+                    return Err(e);
+                };
+                if crate::interrupt::interrupted() || !solver.unusable.insert(unusable.blob) {
+                    return Err(e);
+                }
+                progress(format_args!(
+                    "WARNING: {unusable}; the steps that made it run again"
+                ));
+                crate::interrupt::uncancel();
+            }
+        }
+    }
 }
 
 /// `--network`: the network of RUN steps that name none.
@@ -474,23 +560,34 @@ fn created_time(args: &BuildArgs) -> anyhow::Result<String> {
 pub struct BuiltImage {
     pub manifest: Descriptor,
     pub config_digest: rbuild_cache::Digest,
+    /// The key the config is recorded under (its time-free form's digest), for cache exports.
+    pub config_key: rbuild_cache::Digest,
     /// How many of the layers come from the base image (the rest this build made).
     pub base_layers: usize,
     pub platform: Platform,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn assemble(
     state: &State,
+    imported: &ImportedCache,
     stage: &StageNode,
     base: Option<&BaseImage>,
     solved: &[SolvedLayer],
     empty_steps: &std::collections::BTreeSet<petgraph::stable_graph::NodeIndex>,
     created: &str,
+    inline_cache: Option<serde_json::Value>,
     args: &BuildArgs,
 ) -> anyhow::Result<BuiltImage> {
     let make = |created: &str| -> anyhow::Result<Blob<ImageConfig>> {
         let mut config = image_config(stage, base, empty_steps, created, args)?;
         config.rootfs.diff_ids = solved.iter().map(|l| *l.diff_id()).collect();
+        if let Some(inline) = &inline_cache {
+            config.extra.insert(
+                rbuild_cache::cache_graph::INLINE_CONFIG_FIELD.into(),
+                inline.clone(),
+            );
+        }
         pair_history_with_layers(&mut config.history, solved.len());
         Ok(Blob::canonical(config)?)
     };
@@ -501,7 +598,18 @@ fn assemble(
     let key = Digest::of(&[b"image config v1\n".as_slice(), timeless.bytes()].concat());
     let earlier = match args.no_cache {
         true => None,
-        false => state.db.built_config(&key)?,
+        false => match state.db.built_config(&key)? {
+            Some(digest) => Some(digest),
+            // The exporting build's config, times and all: the same image digest as there.
+            None => match imported.config(&key) {
+                Some(text) if same_but_times(text, timeless.value()) => {
+                    let digest = state.content.put(text.as_bytes())?;
+                    state.db.set_built_config(&key, &digest)?;
+                    Some(digest)
+                }
+                _ => None,
+            },
+        },
     };
     let config = match earlier.filter(|digest| state.content.contains(digest)) {
         Some(digest) => Blob::parse(state.content.read(&digest)?)?,
@@ -519,6 +627,7 @@ fn assemble(
     Ok(BuiltImage {
         manifest: manifest.descriptor(media_types::OCI_MANIFEST),
         config_digest: config.digest(),
+        config_key: key,
         base_layers: base.map_or(0, |b| b.manifest.value().layers.len()),
         platform: config.value().platform(),
     })

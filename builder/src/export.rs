@@ -371,7 +371,7 @@ pub fn for_push(state: &State, top: &Descriptor) -> anyhow::Result<Descriptor> {
 }
 
 /// The blob of layer `diff_id` in `compression`: remembered, or made from `source`.
-fn layer_blob(
+pub(crate) fn layer_blob(
     state: &State,
     source: &Digest,
     diff_id: &Digest,

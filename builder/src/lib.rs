@@ -18,6 +18,7 @@ pub mod output;
 pub mod platforms;
 pub mod progress;
 pub mod registry;
+pub mod shared_cache;
 pub mod snapshot;
 pub mod solve;
 pub mod source;

@@ -130,7 +130,7 @@ impl OutputSpec {
 }
 
 /// `k=v,k2=v2`; a value may be double-quoted to hold commas (as in buildx's CSV).
-fn attributes(spec: &str) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn attributes(spec: &str) -> Result<BTreeMap<String, String>, String> {
     let mut attrs = BTreeMap::new();
     for field in split_csv(spec)? {
         let (key, value) = field
@@ -235,7 +235,7 @@ fn destination(dest: String) -> Destination {
     }
 }
 
-fn boolean(key: &str, value: &str) -> Result<bool, String> {
+pub(crate) fn boolean(key: &str, value: &str) -> Result<bool, String> {
     match value {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),

@@ -13,6 +13,7 @@ use anyhow::{bail, Context};
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
+use rbuild_cache::db::RecordedLayer;
 use rbuild_cache::image::{media_types, Descriptor};
 use rbuild_cache::layer::LayerOptions;
 use rbuild_cache::Digest;
@@ -24,19 +25,22 @@ use crate::cachekey::KeyInputs;
 use crate::executor::{BindMount, Executor, Network, OutputSink, RunSpec, Stream};
 use crate::fileop::{self, SourceTree};
 use crate::progress::{current as reporter, LogStream, VertexInfo};
+use crate::shared_cache::{ImportedCache, StepRecord, UnusableLayer};
 use crate::snapshot::{LayerDir, Snapshots};
 use crate::state::State;
 
-/// A layer of a solved chain: where it is unpacked and its blob in the content store.
+/// A layer of a solved chain: its diffID and its blob. Its files are unpacked only when a step
+/// needs them ([`Solver::layer_dir`]), and its blob, when it came from an imported cache, is
+/// fetched only then or when the result carries it.
 #[derive(Clone, Debug)]
 pub struct SolvedLayer {
-    pub dir: LayerDir,
+    pub diff_id: Digest,
     pub blob: Descriptor,
 }
 
 impl SolvedLayer {
     pub fn diff_id(&self) -> &Digest {
-        &self.dir.diff_id
+        &self.diff_id
     }
 }
 
@@ -71,24 +75,36 @@ pub struct Solver<'a> {
     pub network: Network,
     /// How RUN steps of each platform run (see [`Emulation`]).
     pub emulators: Emulation,
+    /// Step results read from `--cache-from` sources.
+    pub imported: Option<&'a ImportedCache>,
+    /// Blobs found unusable earlier in this build: records that name them are not hits.
+    pub unusable: BTreeSet<Digest>,
 }
 
 /// By platform: the `--emulator` hook its RUN steps run through, `None` when they run natively
 /// or through binfmt_misc, or why they cannot run here (said when one is about to run).
 pub type Emulation = BTreeMap<rbuild_frontend::platform::Platform, Result<Option<PathBuf>, String>>;
 
-/// A solved vertex: its result, its cache key, and whether it changed nothing.
+/// A solved vertex: its result, its cache key, whether it changed nothing, and the record a
+/// cached step has (for cache exports).
 #[derive(Clone, Debug)]
 pub struct Done {
     pub solved: Solved,
     pub key: Digest,
     pub empty: bool,
+    pub record: Option<StepRecord>,
 }
 
 /// The target's layers and the steps that added none (their history entries are empty_layer).
 pub struct Solution {
     pub layers: Vec<SolvedLayer>,
     pub empty_steps: BTreeSet<NodeIndex>,
+}
+
+/// The solutions of the targets, and the record of every cached step the build solved.
+pub struct SolveResult {
+    pub solutions: Vec<Solution>,
+    pub steps: Vec<StepRecord>,
 }
 
 /// What the threads solving vertices share.
@@ -120,6 +136,8 @@ impl<'a> Solver<'a> {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             network: Network::Host,
             emulators: BTreeMap::new(),
+            imported: None,
+            unusable: BTreeSet::new(),
         }
     }
 
@@ -128,11 +146,10 @@ impl<'a> Solver<'a> {
     /// targets need runs once. The first failure cancels the rest (running containers are
     /// killed) and is the error returned once every started step has unwound. The solutions
     /// come in the order of `targets`.
-    pub fn solve(
-        &self,
-        graph: &BuildGraph,
-        targets: &[NodeIndex],
-    ) -> anyhow::Result<Vec<Solution>> {
+    ///
+    /// A layer a cache hit promised that cannot be had fails the solve with an
+    /// [`UnusableLayer`]; the caller adds it to [`Solver::unusable`] and solves again.
+    pub fn solve(&self, graph: &BuildGraph, targets: &[NodeIndex]) -> anyhow::Result<SolveResult> {
         let needed = inputs_first(graph, targets);
         let all_done =
             |done: &BTreeMap<NodeIndex, Done>| targets.iter().all(|t| done.contains_key(t));
@@ -203,7 +220,7 @@ impl<'a> Solver<'a> {
             .filter(|(_, d)| d.empty)
             .map(|(v, _)| *v)
             .collect();
-        targets
+        let solutions = targets
             .iter()
             .map(|target| match board.done.get(target).map(|d| &d.solved) {
                 Some(Solved::Layers(layers)) => Ok(Solution {
@@ -212,7 +229,59 @@ impl<'a> Solver<'a> {
                 }),
                 _ => bail!("the target is the build context, not a filesystem"),
             })
-            .collect()
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        // The result carries its layers: those of imported hits come into the store now.
+        for solution in &solutions {
+            for layer in &solution.layers {
+                self.ensure_blob(&layer.blob)?;
+            }
+        }
+        let steps = board
+            .done
+            .values()
+            .filter_map(|d| d.record.clone())
+            .collect();
+        Ok(SolveResult { solutions, steps })
+    }
+
+    /// `blob` in the content store: there already, or fetched from the imported cache that
+    /// has it.
+    fn ensure_blob(&self, blob: &Descriptor) -> anyhow::Result<()> {
+        if self.state.content.contains(&blob.digest) {
+            return Ok(());
+        }
+        match self.imported {
+            Some(imported) => Ok(imported.fetch(self.state, self.bases, blob)?),
+            None => Err(UnusableLayer {
+                blob: blob.digest,
+                cause: "it is not in the store".into(),
+            }
+            .into()),
+        }
+    }
+
+    /// The unpacked directory of `layer`, unpacked now if it is not yet.
+    fn layer_dir(&self, layer: &SolvedLayer) -> anyhow::Result<LayerDir> {
+        if let Some(dir) = self.snapshots.layer(&layer.diff_id) {
+            return Ok(dir);
+        }
+        self.ensure_blob(&layer.blob)?;
+        let unusable = |cause: String| UnusableLayer {
+            blob: layer.blob.digest,
+            cause,
+        };
+        let blob = self
+            .state
+            .content
+            .open_blob(&layer.blob.digest)
+            .map_err(|e| unusable(e.to_string()))?;
+        self.snapshots
+            .layer_from_blob(&layer.diff_id, std::io::BufReader::new(blob))
+            .map_err(|e| unusable(format!("unpacking it: {e}")).into())
+    }
+
+    fn layer_dirs(&self, layers: &[SolvedLayer]) -> anyhow::Result<Vec<LayerDir>> {
+        layers.iter().map(|l| self.layer_dir(l)).collect()
     }
 }
 
@@ -276,6 +345,7 @@ struct Job<'s, 'a> {
     info: VertexInfo,
     key: Option<Digest>,
     empty: bool,
+    record: Option<StepRecord>,
     /// The `-j` slots a RUN step takes while it runs.
     runs: &'s Slots,
 }
@@ -307,6 +377,7 @@ impl<'s, 'a> Job<'s, 'a> {
             info,
             key: None,
             empty: false,
+            record: None,
             runs,
         }
     }
@@ -329,6 +400,7 @@ impl<'s, 'a> Job<'s, 'a> {
             solved,
             key,
             empty: self.empty,
+            record: self.record,
         })
     }
 
@@ -355,7 +427,7 @@ impl<'s, 'a> Job<'s, 'a> {
                 let base = job.solver.bases.get(reference, platform)?;
                 inputs.base = Some(base.manifest.digest());
                 job.key = Some(inputs.key());
-                job.base_layers(reference, &base).map(Solved::Layers)
+                Ok(Solved::Layers(job.base_layers(&base)))
             }),
             Op::Exec(exec) => {
                 if exec.network == NetworkMode::Default && self.solver.network == Network::None {
@@ -439,8 +511,13 @@ impl<'s, 'a> Job<'s, 'a> {
         self.key = Some(key);
         let step_id = format!("{}\n{}", self.solver.scope, vertex.name);
         if !self.solver.no_cache.contains(&index) {
-            if let Some(solved) = self.reuse(parents, &key)? {
+            if let Some((solved, layer)) = self.reuse(parents, &key)? {
                 self.remember(&step_id, &key, &inputs)?;
+                self.record = Some(StepRecord {
+                    vertex: index,
+                    key,
+                    layer,
+                });
                 return Ok(solved);
             }
         }
@@ -462,53 +539,62 @@ impl<'s, 'a> Job<'s, 'a> {
             .db
             .set_cache_record(&key, layer.as_ref())?;
         self.remember(&step_id, &key, &inputs)?;
+        self.record = Some(StepRecord {
+            vertex: index,
+            key,
+            layer,
+        });
         Ok(solved)
     }
 
-    /// The recorded result of `key`, when its layer is still in the store.
-    fn reuse(&mut self, parents: &[SolvedLayer], key: &Digest) -> anyhow::Result<Option<Solved>> {
-        let Some(record) = self.solver.state.db.cache_record(key)? else {
+    /// The recorded result of `key` and its layer: from this store's records when the layer's
+    /// blob is still here, else from an imported cache. Nothing is unpacked or fetched yet.
+    fn reuse(
+        &mut self,
+        parents: &[SolvedLayer],
+        key: &Digest,
+    ) -> anyhow::Result<Option<(Solved, Option<RecordedLayer>)>> {
+        let solver = self.solver;
+        let usable = |layer: &Option<RecordedLayer>, available: &dyn Fn(&Digest) -> bool| {
+            layer
+                .as_ref()
+                .is_none_or(|l| !solver.unusable.contains(&l.blob) && available(&l.blob))
+        };
+        let local = solver
+            .state
+            .db
+            .cache_record(key)?
+            .map(|r| r.layer)
+            // Pruned since: perhaps an imported cache has it, or the step runs again.
+            .filter(|layer| usable(layer, &|blob| solver.state.content.contains(blob)));
+        let found = match local {
+            Some(layer) => Some(layer),
+            None => match solver.imported.and_then(|i| i.record(key).map(|l| (i, l))) {
+                Some((imported, layer))
+                    if usable(&layer, &|blob| {
+                        solver.state.content.contains(blob) || imported.has_blob(blob)
+                    }) =>
+                {
+                    // Kept here too: a later build finds it once the blob is in the store.
+                    solver.state.db.set_cache_record(key, layer.as_ref())?;
+                    Some(layer)
+                }
+                _ => None,
+            },
+        };
+        let Some(layer) = found else {
             return Ok(None);
         };
         let mut layers = parents.to_vec();
-        match record.layer {
-            None => {
-                self.empty = true;
-            }
-            Some(layer) => {
-                // Pruned since: the step runs again.
-                if !self.solver.state.content.contains(&layer.blob) {
-                    return Ok(None);
-                }
-                let dir = match self.solver.snapshots.layer(&layer.diff_id) {
-                    Some(dir) => dir,
-                    // A cached blob that cannot be unpacked (damaged) is a miss, not a failure.
-                    None => match self.unpack_cached(&layer) {
-                        Ok(dir) => dir,
-                        Err(e) => {
-                            progress(format_args!(
-                                "WARNING: {}: the cached layer cannot be used ({e:#}); running \
-                                 the step again",
-                                self.info.name
-                            ));
-                            return Ok(None);
-                        }
-                    },
-                };
-                let blob = Descriptor::new(layer.media_type, layer.blob, layer.size);
-                layers.push(SolvedLayer { dir, blob });
-            }
+        match &layer {
+            None => self.empty = true,
+            Some(l) => layers.push(SolvedLayer {
+                diff_id: l.diff_id,
+                blob: Descriptor::new(l.media_type.clone(), l.blob, l.size),
+            }),
         }
         reporter().cached(&self.info);
-        Ok(Some(Solved::Layers(layers)))
-    }
-
-    fn unpack_cached(&self, layer: &rbuild_cache::db::RecordedLayer) -> anyhow::Result<LayerDir> {
-        let blob = self.solver.state.content.open_blob(&layer.blob)?;
-        Ok(self
-            .solver
-            .snapshots
-            .layer_from_blob(&layer.diff_id, std::io::BufReader::new(blob))?)
+        Ok(Some((Solved::Layers(layers), layer)))
     }
 
     /// Why `inputs` missed: what differs from the same step's inputs last time.
@@ -572,31 +658,22 @@ impl<'s, 'a> Job<'s, 'a> {
         Ok(Some(inputs))
     }
 
-    /// Unpacks (once) the layers of a base image.
-    fn base_layers(&self, reference: &str, base: &BaseImage) -> anyhow::Result<Vec<SolvedLayer>> {
+    /// The layers of a base image (unpacked when a step first needs them).
+    fn base_layers(&self, base: &BaseImage) -> Vec<SolvedLayer> {
         let diff_ids = &base.config.value().rootfs.diff_ids;
-        let mut layers = Vec::new();
-        for (blob, diff_id) in base.manifest.value().layers.iter().zip(diff_ids) {
-            let dir = match self.solver.snapshots.layer(diff_id) {
-                Some(dir) => dir,
-                None => {
-                    let reader =
-                        std::io::BufReader::new(self.solver.state.content.open_blob(&blob.digest)?);
-                    self.solver
-                        .snapshots
-                        .layer_from_blob(diff_id, reader)
-                        .with_context(|| {
-                            format!("unpacking layer {} of {reference}", blob.digest)
-                        })?
-                }
-            };
-            let blob = Descriptor {
-                media_type: media_types::to_oci(&blob.media_type).to_string(),
-                ..blob.clone()
-            };
-            layers.push(SolvedLayer { dir, blob });
-        }
-        Ok(layers)
+        base.manifest
+            .value()
+            .layers
+            .iter()
+            .zip(diff_ids)
+            .map(|(blob, diff_id)| SolvedLayer {
+                diff_id: *diff_id,
+                blob: Descriptor {
+                    media_type: media_types::to_oci(&blob.media_type).to_string(),
+                    ..blob.clone()
+                },
+            })
+            .collect()
     }
 
     /// A step that changes the filesystem: a writable root over `parents`, the change, the
@@ -641,7 +718,7 @@ impl<'s, 'a> Job<'s, 'a> {
         parents: &[SolvedLayer],
         change: impl FnOnce(&mut Self, &Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<Solved> {
-        let dirs: Vec<LayerDir> = parents.iter().map(|l| l.dir.clone()).collect();
+        let dirs = self.solver.layer_dirs(parents)?;
         let active = self.solver.snapshots.prepare(&dirs)?;
         if let Err(e) = change(self, active.root()) {
             // The step's own error is the one to report; a failed unmount is swept later.
@@ -649,7 +726,7 @@ impl<'s, 'a> Job<'s, 'a> {
             return Err(e);
         }
         let mut writer = self.solver.state.content.writer()?;
-        let (info, dir) = active.commit(&mut writer, &self.solver.layer_options)?;
+        let (info, _dir) = active.commit(&mut writer, &self.solver.layer_options)?;
         if info.is_empty() {
             // Nothing changed: no layer, as BuildKit's exporter drops empty ones.
             drop(writer);
@@ -665,7 +742,7 @@ impl<'s, 'a> Job<'s, 'a> {
         )?;
         let mut layers = parents.to_vec();
         layers.push(SolvedLayer {
-            dir,
+            diff_id: info.diff_id,
             blob: Descriptor::new(info.media_type(), blob.digest, blob.size),
         });
         Ok(Solved::Layers(layers))
@@ -726,7 +803,7 @@ impl<'s, 'a> Job<'s, 'a> {
                 })
             }
             Some(SourceInput::Layers(layers)) => {
-                let dirs: Vec<LayerDir> = layers.iter().map(|l| l.dir.clone()).collect();
+                let dirs = self.solver.layer_dirs(layers)?;
                 view = self.solver.snapshots.view(&dirs)?;
                 Some(SourceTree {
                     root: view.root(),

@@ -1,5 +1,6 @@
 //! Content store, layers, cache keys and OCI formats for rbuild.
 
+pub mod cache_graph;
 pub mod checksum;
 pub mod db;
 pub mod digest;

@@ -1,6 +1,7 @@
 //! Registries: pulling base images and pushing results, through oci-client, with Docker's
 //! credentials, plain HTTP for loopback and listed hosts, and retries.
 
+mod artifact;
 pub mod auth;
 mod client;
 mod credhelper;

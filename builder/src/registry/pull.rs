@@ -111,7 +111,7 @@ impl Registry {
     }
 
     /// The image manifest for `platform`: `top` itself, or its index's entry for the platform.
-    async fn platform_manifest(
+    pub(super) async fn platform_manifest(
         &self,
         connection: &Connection,
         state: &State,
@@ -143,7 +143,7 @@ impl Registry {
 
     /// Fetches the blobs the store lacks, several at a time (a layer listed twice once).
     /// Returns how many and how many bytes.
-    async fn fetch_blobs(
+    pub(super) async fn fetch_blobs(
         &self,
         connection: &Connection,
         state: &State,
@@ -195,7 +195,7 @@ impl Registry {
     }
 
     /// The manifest or index `digest` of `name`'s repository, from the store or the registry.
-    async fn fetch_manifest(
+    pub(super) async fn fetch_manifest(
         &self,
         connection: &Connection,
         state: &State,

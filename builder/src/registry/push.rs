@@ -47,6 +47,19 @@ impl Registry {
         top: &Descriptor,
         names: &[ImageName],
     ) -> Result<(), RegistryError> {
+        self.push_knowing(state, top, names, &BTreeSet::new())
+    }
+
+    /// [`Registry::push`] where the blobs in `present` are known to be in the repositories
+    /// already (a cache manifest there lists them): sent without asking, as a manifest that
+    /// names them is accepted only if they are.
+    pub fn push_knowing(
+        &self,
+        state: &State,
+        top: &Descriptor,
+        names: &[ImageName],
+        present: &BTreeSet<rbuild_cache::Digest>,
+    ) -> Result<(), RegistryError> {
         let contents = contents(state, top, names.first())?;
         // Names of one repository share the blob uploads; each repository gets its own.
         let mut repositories: Vec<(String, String)> = Vec::new();
@@ -61,7 +74,7 @@ impl Registry {
                 .iter()
                 .filter(|n| n.domain == domain && n.path == path)
                 .collect();
-            self.push_repository(state, top, &contents, &tags)?;
+            self.push_repository(state, top, &contents, &tags, present)?;
         }
         Ok(())
     }
@@ -72,6 +85,7 @@ impl Registry {
         top: &Descriptor,
         contents: &Contents,
         names: &[&ImageName],
+        present: &BTreeSet<rbuild_cache::Digest>,
     ) -> Result<(), RegistryError> {
         let name = names[0];
         let connection = self.connect(&name.domain)?;
@@ -80,7 +94,10 @@ impl Registry {
             futures_util::stream::iter(contents.blobs.iter().map(|blob| {
                 let connection = &connection;
                 async move {
-                    let sent = self.push_blob(connection, state, name, blob).await?;
+                    let sent = match present.contains(&blob.digest) {
+                        true => Sent::AlreadyThere,
+                        false => self.push_blob(connection, state, name, blob).await?,
+                    };
                     report(name, &sent, blob);
                     Ok::<_, RegistryError>(())
                 }
@@ -137,6 +154,13 @@ impl Registry {
         } else if let Some(source) = self.mount(connection, state, name, blob).await? {
             Sent::Mounted(source)
         } else {
+            if !state.content.contains(&blob.digest) {
+                return Err(RegistryError::Incomplete {
+                    image: name.familiar(),
+                    media_type: blob.media_type.clone(),
+                    digest: blob.digest,
+                });
+            }
             self.retry(&target, &format!("push blob {digest}"), || async {
                 let file = state
                     .content
@@ -238,14 +262,25 @@ fn contents(
         if !seen.insert(d.digest) {
             continue;
         }
-        if !state.content.contains(&d.digest) {
+        let manifest =
+            media_types::is_manifest(&d.media_type) || media_types::is_index(&d.media_type);
+        // A blob the store lacks may still go up: one the registry already holds somewhere
+        // (a shared cache imported lazily) is found there or mounted from there.
+        let elsewhere = || match name {
+            Some(name) => state
+                .db
+                .blob_sources(&d.digest, &name.domain)
+                .is_ok_and(|sources| !sources.is_empty()),
+            None => false,
+        };
+        if !state.content.contains(&d.digest) && (manifest || !elsewhere()) {
             return Err(RegistryError::Incomplete {
                 image: image_name(),
                 media_type: d.media_type,
                 digest: d.digest,
             });
         }
-        if media_types::is_manifest(&d.media_type) || media_types::is_index(&d.media_type) {
+        if manifest {
             let bytes = state.content.read(&d.digest)?;
             let kids = children(&d.media_type, &d.digest, &bytes).map_err(|e| {
                 RegistryError::BadManifest {

@@ -120,15 +120,21 @@ fn every_buildx_flag_is_accepted() {
 }
 
 #[test]
-fn cache_import_and_export_flags_are_refused_not_ignored() {
-    for flag in ["--cache-from", "--cache-to"] {
-        let out = run(rbuild(&fixture("ok")).args(["build", flag, "type=local,src=c", "."]));
+fn cache_flags_that_cannot_be_honoured_are_refused_before_the_build() {
+    let cases = [
+        ("--cache-to", "type=local,src=c", "missing `dest=`"),
+        (
+            "--cache-to",
+            "type=registry,ref=r.example/a,cache-mounts=true",
+            "issue #9",
+        ),
+        ("--cache-from", "type=gha", "unknown cache type \"gha\""),
+    ];
+    for (flag, spec, said) in cases {
+        let out = run(rbuild(&fixture("ok")).args(["build", flag, spec, "."]));
         assert_eq!(out.code, 1, "{out}");
-        assert!(
-            out.stderr
-                .contains("--cache-from and --cache-to are not implemented yet (issue #8)"),
-            "{out}"
-        );
+        assert!(out.stderr.contains(&format!("{flag} {spec}")), "{out}");
+        assert!(out.stderr.contains(said), "{out}");
     }
 }
 

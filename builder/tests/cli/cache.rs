@@ -47,23 +47,23 @@ impl Project {
 }
 
 /// Each step of a build, from its rawjson progress: name, whether it was CACHED, why it missed.
-struct Steps {
-    steps: Vec<Step>,
-    out: Output,
+pub(crate) struct Steps {
+    pub(crate) steps: Vec<Step>,
+    pub(crate) out: Output,
 }
 
 #[derive(Debug)]
-struct Step {
+pub(crate) struct Step {
     digest: String,
-    name: String,
-    cached: bool,
+    pub(crate) name: String,
+    pub(crate) cached: bool,
     misses: Vec<String>,
 }
 
 impl Steps {
     /// Vertices in order of first appearance; FROM and context vertices (which never run a
     /// step) are left out.
-    fn read(out: Output) -> Steps {
+    pub(crate) fn read(out: Output) -> Steps {
         let mut steps: Vec<Step> = Vec::new();
         for line in out.stderr.lines() {
             let status: serde_json::Value = serde_json::from_str(line)
@@ -99,11 +99,11 @@ impl Steps {
         Steps { steps, out }
     }
 
-    fn cached(&self) -> Vec<bool> {
+    pub(crate) fn cached(&self) -> Vec<bool> {
         self.steps.iter().map(|s| s.cached).collect()
     }
 
-    fn misses(&self, step: usize) -> &[String] {
+    pub(crate) fn misses(&self, step: usize) -> &[String] {
         &self.steps[step].misses
     }
 }

@@ -18,5 +18,6 @@ mod registry_fixture;
 mod registry_harness;
 mod registry_more;
 mod run;
+mod shared_cache;
 mod token_server;
 mod util;
