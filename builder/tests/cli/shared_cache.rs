@@ -7,6 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::cache::Steps;
+use crate::fault_proxy::Fault;
 use crate::registry_harness::{
     assert_store_sound, layers_of, ok, proxied_registry, random_bytes, Workspace,
 };
@@ -352,4 +353,45 @@ fn an_inline_cache_travels_in_the_image_config() {
         "{}",
         messages(&b.out)
     );
+}
+
+#[test]
+fn a_corrupt_or_missing_blob_in_a_registry_cache_is_a_miss_with_a_warning() {
+    let Some((registry, proxy, ws)) = proxied_registry(&["skopeo"]) else {
+        return;
+    };
+    let ctx = two_stage_context(&ws);
+    let cache_ref = format!("{}/app:cache", proxy.host());
+    let to = format!("type=registry,ref={cache_ref},mode=max");
+    let image = format!("{}/app:1", registry.host());
+    build(&ws, "a", &ctx, &["--cache-to", &to, "-t", &image, "--push"]);
+    // The final image's two layers, both in the cache: one always arrives with a byte
+    // flipped, the other is gone.
+    let layers = layers_of(&registry.manifest_json("app:1"));
+    let (missing, corrupt) = (&layers[0], &layers[1]);
+    proxy.add_fault("GET", &format!("/blobs/{corrupt}$"), Fault::FlipByte, 100);
+    proxy.add_fault(
+        "GET",
+        &format!("/blobs/{missing}$"),
+        Fault::Status(404),
+        100,
+    );
+
+    let out = ws.path().join("out");
+    let dest = format!("type=local,dest={}", out.display());
+    let from = format!("type=registry,ref={cache_ref}");
+    let (b, _) = build(&ws, "b", &ctx, &["--cache-from", &from, "-o", &dest]);
+    let said = messages(&b.out);
+    for layer in [missing, corrupt] {
+        assert!(
+            said.contains(&format!("WARNING: layer {layer} cannot be used")),
+            "{layer}: {said}"
+        );
+    }
+    assert_eq!(fs::read_to_string(out.join("app/a.txt")).unwrap(), "a\n");
+    assert_eq!(
+        fs::read_to_string(out.join("note")).unwrap(),
+        "first note\n"
+    );
+    assert_store_sound(&ws.path().join("b"));
 }
