@@ -123,9 +123,15 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
     solver.jobs = args.jobs.unwrap_or(solver.jobs);
     solver.network = network;
     solver.emulators = emulators;
+    // What each image is for: the platform asked for, else its last stage's.
     let build_platforms: Vec<_> = builds
         .iter()
-        .map(|b| b.stages[&b.target].platform.clone())
+        .zip(&platforms)
+        .map(|(b, asked)| {
+            asked
+                .clone()
+                .unwrap_or_else(|| b.stages[&b.target].platform.clone())
+        })
         .collect();
     let imported = match cache_sources.is_empty() {
         true => ImportedCache::default(),
@@ -192,6 +198,7 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
         heads: &heads,
         steps: &solved.steps,
         configs: &configs,
+        unusable: &solver.unusable,
     };
     for export in &cache_exports {
         shared_cache::export(&state, &bases, &imported, export, &export_inputs)?;
@@ -336,20 +343,31 @@ fn output_specs(args: &BuildArgs) -> anyhow::Result<Vec<OutputSpec>> {
 
 /// Flags buildx takes that rbuild does not implement yet: refused rather than ignored, so a
 /// build never seems to do what it did not.
-/// Whether `imported` (an imported cache's config) is `timeless` but for its times: the config
-/// this build would make, so its digest may stand for it.
-fn same_but_times(imported: &str, timeless: &ImageConfig) -> bool {
+/// Whether `imported` (an imported cache's config) may stand for the config this build makes,
+/// `timeless` without its times: equal but for the times of this stage's own history entries
+/// and `created` (the base's entries are the base's), or, with SOURCE_DATE_EPOCH, byte for byte.
+fn accepts_imported(
+    imported: &str,
+    timeless: &Blob<ImageConfig>,
+    base: Option<&BaseImage>,
+    epoch: bool,
+) -> bool {
+    if epoch {
+        return imported.as_bytes() == timeless.bytes();
+    }
     let Ok(mut config) = serde_json::from_str::<ImageConfig>(imported) else {
         return false;
     };
-    if config.history.len() != timeless.history.len() {
+    let want = timeless.value();
+    if config.history.len() != want.history.len() {
         return false;
     }
-    config.created = timeless.created.clone();
-    for (entry, want) in config.history.iter_mut().zip(&timeless.history) {
-        entry.created = want.created.clone();
+    let own_from = base.map_or(0, |b| b.config.value().history.len());
+    config.created = want.created.clone();
+    for (entry, wanted) in config.history.iter_mut().zip(&want.history).skip(own_from) {
+        entry.created = wanted.created.clone();
     }
-    config == *timeless
+    config == *want
 }
 
 fn refuse_missing_features(args: &BuildArgs) -> anyhow::Result<()> {
@@ -602,7 +620,7 @@ fn assemble(
             Some(digest) => Some(digest),
             // The exporting build's config, times and all: the same image digest as there.
             None => match imported.config(&key) {
-                Some(text) if same_but_times(text, timeless.value()) => {
+                Some(text) if accepts_imported(text, &timeless, base, epoch) => {
                     let digest = state.content.put(text.as_bytes())?;
                     state.db.set_built_config(&key, &digest)?;
                     Some(digest)

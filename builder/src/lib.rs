@@ -4,6 +4,7 @@
 
 pub mod bases;
 pub mod build;
+pub mod cache_mounts;
 pub mod cachekey;
 pub mod cli;
 pub mod debug;

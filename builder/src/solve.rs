@@ -18,7 +18,7 @@ use rbuild_cache::image::{media_types, Descriptor};
 use rbuild_cache::layer::LayerOptions;
 use rbuild_cache::Digest;
 use rbuild_frontend::graph::{BuildGraph, Edge, ExecOp, FileOp, Op, Vertex};
-use rbuild_frontend::instructions::NetworkMode;
+use rbuild_frontend::instructions::{CacheSharing, MountType, NetworkMode};
 
 use crate::bases::{BaseImage, StoreBases};
 use crate::cachekey::KeyInputs;
@@ -79,6 +79,8 @@ pub struct Solver<'a> {
     pub imported: Option<&'a ImportedCache>,
     /// Blobs found unusable earlier in this build: records that name them are not hits.
     pub unusable: BTreeSet<Digest>,
+    /// `RUN --mount=type=cache` directories.
+    pub cache_mounts: crate::cache_mounts::CacheMounts,
 }
 
 /// By platform: the `--emulator` hook its RUN steps run through, `None` when they run natively
@@ -138,6 +140,7 @@ impl<'a> Solver<'a> {
             emulators: BTreeMap::new(),
             imported: None,
             unusable: BTreeSet::new(),
+            cache_mounts: crate::cache_mounts::CacheMounts::new(&state.root),
         }
     }
 
@@ -189,8 +192,12 @@ impl<'a> Solver<'a> {
                                     false
                                 }
                                 Err(e) if guard.failure.is_none() => {
+                                    // A cached layer that cannot be had ends the solve (it is
+                                    // solved again without it), but steps already running
+                                    // finish and are recorded: the next solve hits them.
+                                    let unusable = e.downcast_ref::<UnusableLayer>().is_some();
                                     guard.failure = Some(e);
-                                    true
+                                    !unusable
                                 }
                                 Err(_) => false,
                             };
@@ -749,8 +756,11 @@ impl<'s, 'a> Job<'s, 'a> {
     }
 
     fn run(&mut self, exec: &ExecOp, root: &Path) -> anyhow::Result<()> {
-        if !exec.mounts.is_empty() {
-            bail!("RUN --mount is not implemented yet (issue #9)");
+        if let Some(m) = exec.mounts.iter().find(|m| m.kind != MountType::Cache) {
+            bail!(
+                "RUN --mount=type={} is not implemented yet (issue #9)",
+                m.kind.name()
+            );
         }
         let network = match exec.network {
             NetworkMode::None => Network::None,
@@ -763,7 +773,9 @@ impl<'s, 'a> Job<'s, 'a> {
             None => None,
         };
         let scratch = self.solver.state.temp_dir()?;
-        let mounts = heredoc_files(exec, scratch.path())?;
+        let mut mounts = heredoc_files(exec, scratch.path())?;
+        // Held (locked as their sharing asks) until the step is over.
+        let _caches = self.cache_mounts(exec, &mut mounts)?;
         let spec = RunSpec {
             args: exec.args.clone(),
             env: exec.env.clone(),
@@ -779,6 +791,61 @@ impl<'s, 'a> Job<'s, 'a> {
         };
         self.solver.executor.run(root, &spec, &mut sink)?;
         Ok(())
+    }
+
+    /// The step's cache mounts, held, each bound at its target. Taken in id order, so two
+    /// steps locking the same caches never wait for each other crosswise.
+    fn cache_mounts(
+        &self,
+        exec: &ExecOp,
+        mounts: &mut Vec<BindMount>,
+    ) -> anyhow::Result<Vec<crate::cache_mounts::HeldCacheMount>> {
+        let mut caches: Vec<(&str, &rbuild_frontend::instructions::Mount)> = exec
+            .mounts
+            .iter()
+            .filter(|m| m.kind == MountType::Cache)
+            .map(|m| (cache_mount_id(m), m))
+            .collect();
+        caches.sort_by_key(|(id, _)| *id);
+        let mut held = Vec::new();
+        for (id, m) in caches {
+            let target = m.target.clone().unwrap_or_default();
+            let sharing = m.sharing.unwrap_or(CacheSharing::Shared);
+            let owner = (m.uid.unwrap_or(0), m.gid.unwrap_or(0));
+            let mode = m.mode.unwrap_or(0o755);
+            let seed = MountSeed {
+                job: self,
+                mount: m,
+                id,
+            };
+            let cache = self
+                .solver
+                .cache_mounts
+                .acquire(id, sharing, owner, mode, &seed)
+                .with_context(|| format!("RUN --mount=type=cache,target={target}"))?;
+            mounts.push(BindMount {
+                source: cache.data.clone(),
+                target,
+                readonly: m.read_only,
+            });
+            held.push(cache);
+        }
+        Ok(held)
+    }
+
+    /// The layers of the input a `RUN --mount` with `from` reads, by the mount's target.
+    fn mount_input(&self, target: &str) -> anyhow::Result<Option<Vec<SolvedLayer>>> {
+        let input = self
+            .graph
+            .graph
+            .edges_directed(self.index, Direction::Incoming)
+            .find(|e| matches!(e.weight(), Edge::Mount { target: t } if t == target))
+            .map(|e| e.source());
+        match input.map(|i| &self.inputs[&i].solved) {
+            None => Ok(None),
+            Some(Solved::Layers(layers)) => Ok(Some(layers.clone())),
+            Some(Solved::Context) => bail!("a mount from the build context is not a stage"),
+        }
     }
 
     fn file_op(
@@ -857,6 +924,45 @@ impl<'s, 'a> Job<'s, 'a> {
             Solved::Layers(layers) => SourceInput::Layers(layers.clone()),
             Solved::Context => SourceInput::Context,
         }))
+    }
+}
+
+/// A cache mount's id: its `id`, else its target (BuildKit's default).
+fn cache_mount_id(m: &rbuild_frontend::instructions::Mount) -> &str {
+    m.id.as_deref().or(m.target.as_deref()).unwrap_or_default()
+}
+
+/// What a new cache mount instance starts with: the `source` of its `from`, else what an
+/// imported cache holds for its id, else nothing.
+struct MountSeed<'j, 's, 'a> {
+    job: &'j Job<'s, 'a>,
+    mount: &'j rbuild_frontend::instructions::Mount,
+    id: &'j str,
+}
+
+impl crate::cache_mounts::Seed for MountSeed<'_, '_, '_> {
+    fn seed(&self, data: &Path) -> anyhow::Result<()> {
+        let solver = self.job.solver;
+        let target = self.mount.target.as_deref().unwrap_or_default();
+        if let Some(layers) = self.job.mount_input(target)? {
+            let dirs = solver.layer_dirs(&layers)?;
+            let view = solver.snapshots.view(&dirs)?;
+            let source = self.mount.source.as_deref().unwrap_or("/");
+            let from = view.root().join(source.trim_start_matches('/'));
+            return crate::cache_mounts::copy_tree(&from, data);
+        }
+        if let Some(imported) = solver.imported {
+            if let Some((diff_id, blob)) = imported.cache_mount(self.id) {
+                imported.fetch(solver.state, solver.bases, &blob)?;
+                let reader = std::io::BufReader::new(solver.state.content.open_blob(&blob.digest)?);
+                let apply = rbuild_cache::layer::ApplyOptions::for_current_user(
+                    rbuild_cache::layer::WhiteoutMode::Apply,
+                );
+                rbuild_cache::layer::apply_layer(reader, data, &apply, Some(&diff_id))
+                    .with_context(|| format!("unpacking the imported cache mount {:?}", self.id))?;
+            }
+        }
+        Ok(())
     }
 }
 

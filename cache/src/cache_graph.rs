@@ -37,6 +37,16 @@ pub struct CacheGraph {
     pub records: Vec<CacheRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub configs: Vec<CachedConfig>,
+    /// `RUN --mount=type=cache` contents, by cache id (`cache-mounts=true`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<CachedMount>,
+}
+
+/// A cache mount's contents as a layer.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CachedMount {
+    pub id: String,
+    pub layer: CachedLayer,
 }
 
 /// What the step with cache key `key` made.
@@ -122,7 +132,24 @@ impl CacheGraph {
             version: VERSION,
             records,
             configs,
+            mounts: Vec::new(),
         }
+    }
+
+    /// The graph with `mounts` (sorted by id) added.
+    pub fn with_mounts(mut self, mounts: impl IntoIterator<Item = CachedMount>) -> CacheGraph {
+        self.mounts = mounts.into_iter().collect();
+        self.mounts.sort();
+        self.mounts.dedup_by(|a, b| a.id == b.id);
+        self
+    }
+
+    /// Every layer the graph names: its records', then its cache mounts'.
+    fn layers(&self) -> impl Iterator<Item = &CachedLayer> {
+        self.records
+            .iter()
+            .filter_map(|r| r.layer.as_ref())
+            .chain(self.mounts.iter().map(|m| &m.layer))
     }
 
     /// Reads a graph; another version is [`Parsed::UnknownVersion`], not an error.
@@ -146,9 +173,8 @@ impl CacheGraph {
     /// The blobs the records name, each once, in key order: a manifest's layers.
     pub fn layer_blobs(&self) -> Vec<Descriptor> {
         let mut seen = std::collections::BTreeSet::new();
-        self.records
-            .iter()
-            .filter_map(|r| r.layer.as_ref()?.blob.as_ref())
+        self.layers()
+            .filter_map(|l| l.blob.as_ref())
             .filter(|b| seen.insert(b.digest))
             .map(BlobRef::descriptor)
             .collect()
@@ -157,11 +183,7 @@ impl CacheGraph {
     /// Checks that every layer blob a record names is among `listed` (a manifest's layers):
     /// a graph must not send a reader to blobs its manifest does not hold.
     pub fn check_blobs(&self, listed: &[Descriptor]) -> Result<(), CacheGraphError> {
-        for blob in self
-            .records
-            .iter()
-            .filter_map(|r| r.layer.as_ref()?.blob.as_ref())
-        {
+        for blob in self.layers().filter_map(|l| l.blob.as_ref()) {
             if !listed.iter().any(|d| d.digest == blob.digest) {
                 return Err(CacheGraphError::UnlistedBlob(blob.digest));
             }

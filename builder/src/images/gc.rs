@@ -40,6 +40,8 @@ pub(crate) struct Survey {
     blobs: BTreeMap<Digest, u64>,
     /// Unpacked layers with their bytes on disk.
     layers: Vec<(LayerDir, u64)>,
+    /// `RUN --mount=type=cache` instances with their bytes on disk.
+    cache_mounts: Vec<(std::path::PathBuf, u64)>,
 }
 
 fn survey(state: &State, layers: &LayerStore) -> anyhow::Result<Survey> {
@@ -69,6 +71,14 @@ fn survey(state: &State, layers: &LayerStore) -> anyhow::Result<Survey> {
             .map(|l| {
                 let bytes = disk_usage(&l.dir);
                 (l, bytes)
+            })
+            .collect(),
+        cache_mounts: crate::cache_mounts::CacheMounts::new(&state.root)
+            .instances()
+            .into_iter()
+            .map(|dir| {
+                let bytes = disk_usage(&dir);
+                (dir, bytes)
             })
             .collect(),
     })
@@ -134,12 +144,15 @@ pub(crate) struct Plan {
     records: Vec<Digest>,
     blobs: Vec<(Digest, u64)>,
     layers: Vec<(LayerDir, u64)>,
+    /// Only with `--all`, as BuildKit's prune keeps cache mounts otherwise.
+    cache_mounts: Vec<(std::path::PathBuf, u64)>,
 }
 
 impl Plan {
     fn bytes(&self) -> u64 {
         let blobs: u64 = self.blobs.iter().map(|(_, s)| s).sum();
-        blobs + self.layers.iter().map(|(_, s)| s).sum::<u64>()
+        let mounts: u64 = self.cache_mounts.iter().map(|(_, s)| s).sum();
+        blobs + mounts + self.layers.iter().map(|(_, s)| s).sum::<u64>()
     }
 }
 
@@ -182,6 +195,10 @@ fn plan(survey: &Survey, policy: &Policy, now: i64) -> Plan {
             .filter(|(l, _)| !live_layers.contains(&l.diff_id))
             .map(|(l, s)| (l.clone(), *s))
             .collect(),
+        cache_mounts: match policy.all {
+            true => survey.cache_mounts.clone(),
+            false => Vec::new(),
+        },
     }
 }
 
@@ -290,6 +307,12 @@ fn rows(survey: &Survey) -> Vec<Row> {
             layer_bytes(&|l| !survey.image_diff_ids.contains(&l.diff_id)),
         ),
         row(
+            "Cache mounts",
+            survey.cache_mounts.len(),
+            survey.cache_mounts.iter().map(|(_, s)| s).sum(),
+            survey.cache_mounts.iter().map(|(_, s)| s).sum(),
+        ),
+        row(
             "Unreferenced",
             survey.blobs.keys().filter(|d| unreferenced(d)).count(),
             loose,
@@ -355,11 +378,12 @@ pub fn prune(state: &State, args: &PruneArgs) -> anyhow::Result<()> {
     let done = execute(state, &layers, &plan)?;
     let temps = clean_leftovers(state)?;
     println!(
-        "Deleted {} cache records, {} blobs, {} unpacked layers ({temps} temporary files); \
-         reclaimed {}",
+        "Deleted {} cache records, {} blobs, {} unpacked layers, {} cache mounts ({temps} \
+         temporary files); reclaimed {}",
         done.records,
         plan.blobs.len(),
         plan.layers.len(),
+        plan.cache_mounts.len(),
         human_size(plan.bytes())
     );
     Ok(())
@@ -379,6 +403,9 @@ fn execute(state: &State, layers: &LayerStore, plan: &Plan) -> anyhow::Result<Do
     }
     for (layer, _) in &plan.layers {
         layers.remove(layer)?;
+    }
+    for (dir, _) in &plan.cache_mounts {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     Ok(Done { records })
 }
@@ -535,6 +562,7 @@ mod tests {
             ]
             .into(),
             layers: ["img", "x", "y", "z", "stray"].map(layer).into(),
+            cache_mounts: Vec::new(),
         }
     }
 
@@ -633,6 +661,7 @@ mod tests {
                 ("Images", 1, 7, 0),
                 ("Build cache", 5, 1010, 1010),
                 ("Unpacked layers", 5, 25, 20),
+                ("Cache mounts", 0, 0, 0),
                 ("Unreferenced", 1, 3, 3),
             ]
         );

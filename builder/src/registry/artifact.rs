@@ -66,3 +66,21 @@ impl Registry {
         })
     }
 }
+
+impl Registry {
+    /// Whether `name`'s repository has the blob `digest` (one HEAD request).
+    pub fn has_blob(
+        &self,
+        name: &ImageName,
+        digest: &rbuild_cache::Digest,
+    ) -> Result<bool, RegistryError> {
+        let connection = self.connect(&name.domain)?;
+        let target = name.repository();
+        self.run(
+            &target,
+            self.retry(&target, &format!("check blob {digest}"), || async {
+                super::head::blob_exists(&connection, name, digest, "pull,push").await
+            }),
+        )
+    }
+}

@@ -10,13 +10,14 @@ use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use rbuild_cache::cache_graph::{
-    self, BlobRef, CacheGraph, CacheRecord, CachedConfig, CachedLayer,
+    self, BlobRef, CacheGraph, CacheRecord, CachedConfig, CachedLayer, CachedMount,
 };
 use rbuild_cache::db::RecordedLayer;
 use rbuild_cache::image::{media_types, Blob, Descriptor, Manifest};
 use rbuild_cache::layer::Compression;
 use rbuild_cache::Digest;
 use rbuild_frontend::graph::{BuildGraph, Edge};
+use rbuild_frontend::instructions::MountType;
 
 use super::{CacheExport, CacheTarget, ExportMode, ImportedCache};
 use crate::bases::StoreBases;
@@ -41,6 +42,8 @@ pub struct ExportInputs<'a> {
     pub steps: &'a [StepRecord],
     /// The image configs built: (time-free key, config digest).
     pub configs: &'a [(Digest, Digest)],
+    /// Blobs the build found missing or corrupt where an imported cache said they were.
+    pub unusable: &'a BTreeSet<Digest>,
 }
 
 /// The steps whose layers make the images: from each head down its root filesystems.
@@ -133,15 +136,46 @@ fn write_export(
     spec: &CacheExport,
     inputs: &ExportInputs,
 ) -> anyhow::Result<(usize, usize, u64)> {
+    // What the target has already: a registry's previous cache manifest lists it (less what
+    // this build found missing or corrupt there), a directory holds it.
+    let present = match &spec.target {
+        CacheTarget::Registry(name) => previously_listed(state, bases, name)?
+            .difference(inputs.unusable)
+            .copied()
+            .collect(),
+        _ => BTreeSet::new(),
+    };
     let steps = selected(inputs, spec.mode);
     let blobs = exported_blobs(state, bases, imported, &steps, spec.compression)?;
-    let records = steps.iter().zip(&blobs).map(|(step, blob)| CacheRecord {
-        key: step.key,
-        layer: step.layer.as_ref().map(|l| CachedLayer {
-            diff_id: l.diff_id,
-            blob: blob.as_ref().map(BlobRef::from),
-        }),
-    });
+    let mut dropped = 0;
+    let mut records = Vec::new();
+    for (step, blob) in steps.iter().zip(blobs) {
+        let layer = match (&step.layer, blob) {
+            (None, _) => None,
+            (Some(layer), Some(blob))
+                if available(state, bases, imported, spec, &present, inputs, &blob) =>
+            {
+                Some(CachedLayer {
+                    diff_id: layer.diff_id,
+                    blob: Some(BlobRef::from(&blob)),
+                })
+            }
+            // Its blob cannot be had (an imported record whose blob is gone): left out.
+            (Some(_), _) => {
+                dropped += 1;
+                continue;
+            }
+        };
+        records.push(CacheRecord {
+            key: step.key,
+            layer,
+        });
+    }
+    if dropped > 0 {
+        progress(format_args!(
+            "WARNING: {dropped} steps left out of the cache export: their layers cannot be had"
+        ));
+    }
     let configs = inputs
         .configs
         .iter()
@@ -151,7 +185,11 @@ fn write_export(
             Ok(CachedConfig { key: *key, config })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let graph = CacheGraph::new(records, configs);
+    let mounts = match spec.cache_mounts {
+        true => exported_mounts(state, inputs, spec.compression)?,
+        false => Vec::new(),
+    };
+    let graph = CacheGraph::new(records, configs).with_mounts(mounts);
     let layers = graph.layer_blobs();
     let config_bytes = graph.to_json();
     state.content.put(&config_bytes)?;
@@ -169,32 +207,99 @@ fn write_export(
     match &spec.target {
         CacheTarget::Registry(name) => {
             let registry = bases.registry()?;
-            let present = previously_listed(state, bases, name)?;
-            for layer in &layers {
-                let elsewhere = present.contains(&layer.digest)
-                    || !state
-                        .db
-                        .blob_sources(&layer.digest, &name.domain)?
-                        .is_empty();
-                if !state.content.contains(&layer.digest) && !elsewhere {
-                    imported.fetch(state, bases, layer)?;
-                }
-            }
             registry.push_knowing(state, &top, std::slice::from_ref(name), &present)?;
         }
         CacheTarget::Local { dir, tag } => {
-            for layer in &layers {
-                if !state.content.contains(&layer.digest) {
-                    imported.fetch(state, bases, layer)?;
-                }
-            }
             let mut blobs = layers.clone();
             blobs.push(config);
-            super::local_layout::store(state, dir, tag, &top, &blobs)?;
+            super::local_layout::store(state, dir, tag, &top, &blobs, inputs.unusable)?;
         }
         CacheTarget::Inline => unreachable!("inline caches are written with the image"),
     }
     Ok((graph.records.len(), layers.len(), bytes))
+}
+
+/// Whether the export can carry `blob`: in the store, at the target already, or fetched now
+/// from the imported cache that has it.
+fn available(
+    state: &State,
+    bases: &StoreBases,
+    imported: &ImportedCache,
+    spec: &CacheExport,
+    present: &BTreeSet<Digest>,
+    inputs: &ExportInputs,
+    blob: &Descriptor,
+) -> bool {
+    if state.content.contains(&blob.digest) || present.contains(&blob.digest) {
+        return true;
+    }
+    if let CacheTarget::Registry(name) = &spec.target {
+        let there = !inputs.unusable.contains(&blob.digest)
+            && bases
+                .registry()
+                .is_ok_and(|r| r.has_blob(name, &blob.digest).unwrap_or(false));
+        // Known there, the push sends the manifest without the blob's bytes.
+        if there
+            && state
+                .db
+                .add_blob_source(&blob.digest, &name.domain, &name.path)
+                .is_ok()
+        {
+            return true;
+        }
+    }
+    imported.fetch(state, bases, blob).is_ok()
+}
+
+/// The contents of the cache mounts the build's RUN steps use, each as a layer in
+/// `compression`.
+fn exported_mounts(
+    state: &State,
+    inputs: &ExportInputs,
+    compression: Compression,
+) -> anyhow::Result<Vec<CachedMount>> {
+    let mut ids = BTreeSet::new();
+    for step in inputs.steps {
+        if let rbuild_frontend::graph::Op::Exec(exec) = &inputs.graph.graph[step.vertex].op {
+            for m in exec.mounts.iter().filter(|m| m.kind == MountType::Cache) {
+                ids.insert(
+                    m.id.clone()
+                        .or_else(|| m.target.clone())
+                        .unwrap_or_default(),
+                );
+            }
+        }
+    }
+    let caches = crate::cache_mounts::CacheMounts::new(&state.root);
+    let mut mounts = Vec::new();
+    for id in ids {
+        let Some(data) = caches.existing(&id) else {
+            continue;
+        };
+        let changes = rbuild_cache::layer::ChangeSet::from_overlay_upper(&data)
+            .with_context(|| format!("reading the cache mount {id:?}"))?;
+        let mut writer = state.content.writer()?;
+        let options = rbuild_cache::layer::LayerOptions {
+            compression,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            source_date_epoch: None,
+        };
+        let info = rbuild_cache::layer::write_layer(&changes, &mut writer, &options)
+            .with_context(|| format!("packing the cache mount {id:?}"))?;
+        let blob = writer.commit(Some(&info.blob_digest), Some(info.size))?;
+        mounts.push(CachedMount {
+            id,
+            layer: CachedLayer {
+                diff_id: info.diff_id,
+                blob: Some(BlobRef {
+                    media_type: compression.oci_media_type().into(),
+                    digest: blob.digest,
+                    size: blob.size,
+                }),
+            },
+        });
+    }
+    Ok(mounts)
 }
 
 /// Each step's layer blob in `compression` (`None` for a step without a layer), made at most
@@ -221,7 +326,14 @@ fn exported_blobs(
                             return Ok(());
                         };
                         let Some(layer) = &step.layer else { continue };
-                        let blob = exported_blob(state, bases, imported, layer, compression)?;
+                        let blob = match exported_blob(state, bases, imported, layer, compression) {
+                            Ok(blob) => blob,
+                            // An imported layer that cannot be fetched: its record is left out.
+                            Err(e) if e.downcast_ref::<super::UnusableLayer>().is_some() => {
+                                continue
+                            }
+                            Err(e) => return Err(e),
+                        };
                         results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(blob);
                     }
                 })

@@ -34,8 +34,12 @@ pub struct ImportedCache {
     sources: Vec<CacheSource>,
     records: BTreeMap<Digest, Option<RecordedLayer>>,
     configs: BTreeMap<Digest, String>,
-    /// By blob digest: the source that has it.
-    blobs: BTreeMap<Digest, usize>,
+    /// Cache mount contents by id: the layer's diffID and blob.
+    mounts: BTreeMap<String, (Digest, Descriptor)>,
+    /// By blob digest: the sources that have it, in the order given.
+    blobs: BTreeMap<Digest, Vec<usize>>,
+    /// By blob digest: the diffID its records give it, checked when it is fetched.
+    diff_ids: BTreeMap<Digest, Digest>,
     /// One fetch per blob at a time: steps that need the same layer wait for one download.
     fetching: Mutex<BTreeMap<Digest, Arc<Mutex<()>>>>,
     downloaded: AtomicU64,
@@ -81,7 +85,7 @@ impl ImportedCache {
     fn add(&mut self, graph: ImportedGraph, source: usize) {
         for record in graph.records {
             let layer = record.layer.map(|(diff_id, blob)| {
-                self.blobs.entry(blob.digest).or_insert(source);
+                self.note_blob(&blob, diff_id, source);
                 RecordedLayer {
                     diff_id,
                     blob: blob.digest,
@@ -94,6 +98,23 @@ impl ImportedCache {
         for config in graph.configs {
             self.configs.entry(config.key).or_insert(config.config);
         }
+        for (id, diff_id, blob) in graph.mounts {
+            self.note_blob(&blob, diff_id, source);
+            self.mounts.entry(id).or_insert((diff_id, blob));
+        }
+    }
+
+    fn note_blob(&mut self, blob: &Descriptor, diff_id: Digest, source: usize) {
+        let sources = self.blobs.entry(blob.digest).or_default();
+        if !sources.contains(&source) {
+            sources.push(source);
+        }
+        self.diff_ids.entry(blob.digest).or_insert(diff_id);
+    }
+
+    /// What an imported cache holds for the cache mount `id`: its layer's diffID and blob.
+    pub fn cache_mount(&self, id: &str) -> Option<(Digest, Descriptor)> {
+        self.mounts.get(id).cloned()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -127,8 +148,10 @@ impl ImportedCache {
             blob: blob.digest,
             cause,
         };
-        let Some(&source) = self.blobs.get(&blob.digest) else {
-            return Err(unusable("no imported cache has it".into()));
+        let Some(sources) = self.blobs.get(&blob.digest) else {
+            return Err(unusable(
+                "it is not in the store, and no imported cache has it".into(),
+            ));
         };
         let lock = {
             let mut fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
@@ -138,15 +161,43 @@ impl ImportedCache {
         if state.content.contains(&blob.digest) {
             return Ok(());
         }
-        let result = match &self.sources[source] {
-            CacheSource::Registry(name) => bases
-                .registry()
-                .and_then(|r| Ok(r.fetch_blobs_of(state, name, std::slice::from_ref(blob))?)),
-            CacheSource::Local { dir, .. } => local_layout::fetch_blob(state, dir, blob),
+        // Each source that has it, in turn; the last failure is the one reported.
+        let mut failure = String::new();
+        for &source in sources {
+            let result = match &self.sources[source] {
+                CacheSource::Registry(name) => bases
+                    .registry()
+                    .and_then(|r| Ok(r.fetch_blobs_of(state, name, std::slice::from_ref(blob))?)),
+                CacheSource::Local { dir, .. } => local_layout::fetch_blob(state, dir, blob),
+            };
+            match result.and_then(|()| self.check_diff_id(state, blob)) {
+                Ok(()) => {
+                    self.downloaded.fetch_add(blob.size, Ordering::Relaxed);
+                    self.fetched.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(e) => failure = format!("{e:#}"),
+            }
+        }
+        Err(unusable(failure))
+    }
+
+    /// A fetched layer must be what its records say (its diffID): a cache whose record is
+    /// wrong would otherwise put a wrong layer in an image no step unpacks. A mismatch is
+    /// removed from the store.
+    fn check_diff_id(&self, state: &State, blob: &Descriptor) -> anyhow::Result<()> {
+        let Some(want) = self.diff_ids.get(&blob.digest) else {
+            return Ok(());
         };
-        result.map_err(|e| unusable(format!("{e:#}")))?;
-        self.downloaded.fetch_add(blob.size, Ordering::Relaxed);
-        self.fetched.fetch_add(1, Ordering::Relaxed);
+        let file = std::io::BufReader::new(state.content.open_blob(&blob.digest)?);
+        let mut tar = rbuild_cache::image::blobs::decompress_auto(file)?;
+        let mut hashing = rbuild_cache::digest::HashingWriter::new(std::io::sink());
+        std::io::copy(&mut tar, &mut hashing)?;
+        let (_, got, _) = hashing.finish();
+        if got != *want {
+            let _ = state.content.remove(&blob.digest);
+            bail!("it unpacks to {got}, not the diffID {want} the cache gives it");
+        }
         Ok(())
     }
 
@@ -166,6 +217,7 @@ impl ImportedCache {
 struct ImportedGraph {
     records: Vec<ImportedRecord>,
     configs: Vec<cache_graph::CachedConfig>,
+    mounts: Vec<(String, Digest, Descriptor)>,
 }
 
 struct ImportedRecord {
@@ -282,9 +334,18 @@ fn graph_of(state: &State, manifest: &Blob<Manifest>) -> anyhow::Result<Option<I
             .into_iter()
             .map(|r| imported(r, |blob| blob.map(|b| b.descriptor())))
             .collect::<anyhow::Result<_>>()?;
+        let mounts = graph
+            .mounts
+            .into_iter()
+            .filter_map(|m| {
+                let blob = m.layer.blob.as_ref()?.descriptor();
+                Some((m.id, m.layer.diff_id, blob))
+            })
+            .collect();
         return Ok(Some(ImportedGraph {
             records,
             configs: graph.configs,
+            mounts,
         }));
     }
     let config: Blob<ImageConfig> = Blob::parse(config_bytes)?;
@@ -325,6 +386,7 @@ fn graph_of(state: &State, manifest: &Blob<Manifest>) -> anyhow::Result<Option<I
     Ok(Some(ImportedGraph {
         records,
         configs: Vec::new(),
+        mounts: Vec::new(),
     }))
 }
 

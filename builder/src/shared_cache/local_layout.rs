@@ -46,13 +46,21 @@ pub fn store(
     tag: &str,
     top: &Descriptor,
     blobs: &[Descriptor],
+    unusable: &std::collections::BTreeSet<rbuild_cache::Digest>,
 ) -> anyhow::Result<()> {
     let blob_dir = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blob_dir)
         .with_context(|| format!("creating {}", blob_dir.display()))?;
+    // One exporter at a time changes the index (runners may share the directory).
+    let dir_handle =
+        std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    rustix::fs::flock(&dir_handle, rustix::fs::FlockOperation::LockExclusive)
+        .with_context(|| format!("locking {}", dir.display()))?;
     for blob in blobs.iter().chain([top]) {
         let path = blob_path(dir, blob);
-        if path.is_file() {
+        // Kept unless it is the wrong size or this build found it corrupt.
+        let kept = std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == blob.size);
+        if kept && !unusable.contains(&blob.digest) {
             continue;
         }
         let mut from = state.content.open_blob(&blob.digest)?;

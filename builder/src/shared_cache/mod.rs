@@ -58,6 +58,8 @@ pub struct CacheExport {
     pub compression: Compression,
     /// `ignore-error=true`: a failed export is a warning, not a failed build.
     pub ignore_error: bool,
+    /// `cache-mounts=true`: the contents of the build's `RUN --mount=type=cache` go too.
+    pub cache_mounts: bool,
 }
 
 /// The tag an OCI layout cache goes under when `tag=` is not given (BuildKit's too).
@@ -139,14 +141,16 @@ pub fn parse_export(spec: &str) -> anyhow::Result<CacheExport> {
         None => false,
         Some(v) => crate::output::boolean("ignore-error", &v).map_err(fail)?,
     };
-    if let Some(v) = attrs.remove("cache-mounts") {
-        if crate::output::boolean("cache-mounts", &v).map_err(fail)? {
-            return Err(fail(
-                "cache-mounts=true needs RUN --mount=type=cache, which is not implemented yet \
-                 (issue #9)"
-                    .into(),
-            ));
-        }
+    let cache_mounts = match attrs.remove("cache-mounts") {
+        None => false,
+        Some(v) => crate::output::boolean("cache-mounts", &v).map_err(fail)?,
+    };
+    if cache_mounts && target == CacheTarget::Inline {
+        return Err(fail(
+            "cache mounts do not fit in an image config; export them to a registry or a \
+             directory"
+                .into(),
+        ));
     }
     no_more(&attrs, &kind).map_err(fail)?;
     Ok(CacheExport {
@@ -154,6 +158,7 @@ pub fn parse_export(spec: &str) -> anyhow::Result<CacheExport> {
         mode,
         compression,
         ignore_error,
+        cache_mounts,
     })
 }
 
@@ -217,7 +222,12 @@ mod tests {
         assert!(err("type=local").contains("missing `dest=`"));
         assert!(err("type=registry,ref=a/b,mode=most").contains("mode=most"));
         assert!(err("type=inline,mode=max").contains("mode=min"));
-        assert!(err("type=registry,ref=a/b,cache-mounts=true").contains("issue #9"));
+        assert!(err("type=inline,cache-mounts=true").contains("do not fit"));
+        assert!(
+            parse_export("type=local,dest=d,cache-mounts=true")
+                .unwrap()
+                .cache_mounts
+        );
         assert!(err("type=registry,ref=a/b,colour=blue").contains("\"colour\""));
         assert!(err("type=s3,bucket=x").contains("unknown cache type"));
         let from = format!("{:#}", parse_source("type=local").unwrap_err());

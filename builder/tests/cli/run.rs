@@ -654,3 +654,66 @@ fn a_stage_run_again_by_no_cache_filter_is_what_copy_from_copies() {
     assert!(!plain.stderr.contains("miss:"), "{plain}");
     assert_eq!(read("gen.txt"), made_again);
 }
+
+/// A RUN that appends its build arg to a cache mount's log and copies the log into the image.
+const CACHE_LOG: &str = "FROM busybox
+ARG N
+RUN --mount=type=cache,target=/cache,id=log-cache echo $N >> /cache/log && cp /cache/log /seen
+";
+
+#[test]
+fn a_cache_mount_keeps_its_content_between_builds_and_never_lands_in_a_layer() {
+    let Some(bb) = Busybox::new() else {
+        return;
+    };
+    let out_dir = bb.dir.path().join("out");
+    let dest = format!("type=local,dest={}", out_dir.display());
+    for n in ["1", "2"] {
+        let arg = format!("N={n}");
+        let out = bb.build(CACHE_LOG, &["--build-arg", &arg, "-o", &dest]);
+        assert_eq!(out.code, 0, "{out}");
+    }
+    assert_eq!(fs::read_to_string(out_dir.join("seen")).unwrap(), "1\n2\n");
+    assert!(
+        !out_dir.join("cache/log").exists(),
+        "the cache's content is in the image"
+    );
+    bb.assert_clean();
+}
+
+#[test]
+fn cache_mounts_travel_with_an_exported_cache_to_another_root() {
+    let Some(bb) = Busybox::new() else {
+        return;
+    };
+    let cache = bb.dir.path().join("shared-cache");
+    let to = format!(
+        "type=local,dest={},mode=max,cache-mounts=true",
+        cache.display()
+    );
+    let out = bb.build(CACHE_LOG, &["--build-arg", "N=1", "--cache-to", &to]);
+    assert_eq!(out.code, 0, "{out}");
+    // Another root with the same busybox image, and none of the first root's caches.
+    let saved = bb.dir.path().join("busybox.tar");
+    let out = run(bb
+        .rbuild()
+        .args(["save", "busybox:latest", "-o"])
+        .arg(&saved));
+    assert_eq!(out.code, 0, "{out}");
+    let other = bb.dir.path().join("other-root");
+    let out = run(rbuild(bb.dir.path())
+        .env("RBUILD_ROOT", &other)
+        .args(["load", "-i"])
+        .arg(&saved));
+    assert_eq!(out.code, 0, "{out}");
+    let ctx = bb.dir.path().join("ctx");
+    let out_dir = bb.dir.path().join("out-other");
+    let from = format!("type=local,src={}", cache.display());
+    let out = run(rbuild(bb.dir.path())
+        .env("RBUILD_ROOT", &other)
+        .args(["build", "--build-arg", "N=2", "--cache-from", &from, "-o"])
+        .arg(format!("type=local,dest={}", out_dir.display()))
+        .arg(&ctx));
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(fs::read_to_string(out_dir.join("seen")).unwrap(), "1\n2\n");
+}

@@ -5,7 +5,7 @@
 //! cache-key format: changing it invalidates every key, which the version tags make explicit.
 //!
 //! A byte string is its length (u64, big-endian) then its bytes; an integer is a big-endian
-//! u64. An entry is: [`ENTRY_TAG`], path, kind name, permission bits, uid, gid, then the
+//! u64. An entry is: [`ENTRY_TAG`], path, kind name, permission bits, then the
 //! content digest (as a byte string) for a file, the target for a symlink, rdev for a device.
 //! A selection is: [`SELECTION_TAG`], entry count, then each entry's path and digest.
 
@@ -20,7 +20,9 @@ use sha2::{Digest as _, Sha256};
 use super::FileChecksum;
 use crate::digest::Digest;
 
-const ENTRY_TAG: &[u8] = b"rbuild context entry v1";
+// v2 left out uid and gid: a COPY writes context files as 0:0 (or `--chown`'s owner) whoever
+// owns them, so CI runners whose checkouts belong to other users must get the same keys.
+const ENTRY_TAG: &[u8] = b"rbuild context entry v2";
 const SELECTION_TAG: &[u8] = b"rbuild context selection v1";
 
 /// What an entry is, as lstat saw it.
@@ -108,16 +110,12 @@ impl Encoder {
 pub(super) struct Attrs {
     /// Permission bits with setuid, setgid and sticky; the type is the entry's kind.
     mode: u32,
-    uid: u32,
-    gid: u32,
 }
 
 impl Attrs {
     pub(super) fn of(meta: &Metadata) -> Attrs {
         Attrs {
             mode: meta.mode() & 0o7777,
-            uid: meta.uid(),
-            gid: meta.gid(),
         }
     }
 }
@@ -128,8 +126,6 @@ pub(super) fn entry_digest(rel: &Path, kind: FileKind, attrs: Attrs, detail: Det
     enc.bytes(rel.as_os_str().as_bytes());
     enc.bytes(kind.name());
     enc.int(u64::from(attrs.mode));
-    enc.int(u64::from(attrs.uid));
-    enc.int(u64::from(attrs.gid));
     match detail {
         Detail::None => {}
         Detail::Content(digest) => enc.bytes(digest.as_bytes()),
@@ -154,11 +150,7 @@ pub(super) fn combined_digest(files: &[FileChecksum]) -> Digest {
 mod tests {
     use super::*;
 
-    const ATTRS: Attrs = Attrs {
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-    };
+    const ATTRS: Attrs = Attrs { mode: 0o644 };
 
     fn file(path: &str, content: &[u8]) -> Digest {
         let detail = Detail::Content(Digest::of(content));
@@ -181,15 +173,15 @@ mod tests {
         let pinned = [
             (
                 a,
-                "97719c8f074d9ba3e167cd6762b80d4d493c577821c72bdfd21968e498bef8db",
+                "ac7a521df9c43b8a1290f49364c1d221d010439d68c59a3f5299d10c5786252a",
             ),
             (
                 link,
-                "b1da98462421e9f6f77528dc3312ec17204fbf64f7ff75f30343adc10670f35a",
+                "5d6190417891a13d0f14b871a697cea8361bb00514ce6613c650c1560a9744f1",
             ),
             (
                 combined_digest(&files),
-                "662267b4d502dbf959843d5e160bfa6c18f000890bb5fd12dee781d15a86cd1a",
+                "977267454006a1382d6d23c0cd52c7ddd095448daa7fd4a3c2932213190d2a33",
             ),
         ];
         for (digest, expected) in pinned {
@@ -205,9 +197,8 @@ mod tests {
             entry_digest(Path::new(path), FileKind::Symlink, ATTRS, detail)
         };
         assert_ne!(with_target("ab", "c"), with_target("a", "bc"));
-        let attrs = |mode, uid, gid| Attrs { mode, uid, gid };
-        let dir = |a| entry_digest(Path::new("d"), FileKind::Dir, a, Detail::None);
-        assert_ne!(dir(attrs(0o755, 1, 0)), dir(attrs(0o755, 0, 1)));
+        let dir = |mode| entry_digest(Path::new("d"), FileKind::Dir, Attrs { mode }, Detail::None);
+        assert_ne!(dir(0o755), dir(0o2755));
         assert_ne!(
             file("x", b""),
             entry_digest(Path::new("x"), FileKind::Regular, ATTRS, Detail::None)

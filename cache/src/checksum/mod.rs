@@ -1,9 +1,10 @@
 //! Content checksums of build-context files: the part of a COPY/ADD cache key that says what
 //! the step read.
 //!
-//! An entry's digest covers what a copy carries over (path, type, permission bits, owner,
-//! content, link target, device number) and never what only tells whether a file was touched
-//! (mtime, ctime, inode): a fresh checkout of the same tree must give the same key.
+//! An entry's digest covers what a copy carries over (path, type, permission bits, content,
+//! link target, device number) and never what only tells whether a file was touched (mtime,
+//! ctime, inode) or what a COPY replaces (the owner: context files are written as 0:0, or as
+//! `--chown` says): a fresh checkout of the same tree, by any user, must give the same key.
 //!
 //! Reading every file on every build would make an unchanged context cost its whole size, so
 //! a regular file's content digest is remembered in cache.db's `stat_cache` under its absolute
