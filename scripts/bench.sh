@@ -15,14 +15,21 @@
 #   5. multiplatform (scripts/bench-multiplatform.sh): one rbuild build for linux/amd64 and
 #      linux/arm64 (arm64 through qemu-user-static) of 4 RUN-heavy steps FROM a busybox index in
 #      a loopback registry, beside BuildKit's two single-platform builds of the same Dockerfile;
-#      medians and the ratio rbuild / BuildKit.
+#      medians and the ratio rbuild / BuildKit;
+#   6. cache (scripts/bench-cache.sh): the shared build cache, "two CI machines, one registry":
+#      A builds cold with --cache-to type=registry,…,mode=max into a loopback docker-registry,
+#      B builds the same context on a fresh root with --cache-from (lazy import: only the final
+#      image's layers are fetched), then after one final-stage file changed, and A re-exports
+#      with every step cached; medians, B / A cold, and B's bytes fetched against the cache's.
+#      CACHE_MIB=64 sets each of the build stage's 3 RUN layers.
 #
-#   scripts/bench.sh            # all five
+#   scripts/bench.sh            # all six
 #   scripts/bench.sh frontend   # only the front end (GOAL_MS=2 for another goal)
 #   scripts/bench.sh layers     # only the layers
 #   scripts/bench.sh push       # only the push
 #   scripts/bench.sh build      # only the builds
 #   scripts/bench.sh multiplatform   # only the multi-platform builds
+#   scripts/bench.sh cache      # only the shared build cache
 #
 # Exits 0 whatever the figure: performance is reported, never asserted (DESIGN.md, Testing).
 set -euo pipefail
@@ -34,9 +41,10 @@ case $WHAT in
     push) exec scripts/bench-push.sh ;;
     build) exec scripts/bench-build.sh ;;
     multiplatform) exec scripts/bench-multiplatform.sh ;;
+    cache) exec scripts/bench-cache.sh ;;
     all | frontend) ;;
     *)
-        echo "usage: scripts/bench.sh [frontend|layers|push|build|multiplatform]" >&2
+        echo "usage: scripts/bench.sh [frontend|layers|push|build|multiplatform|cache]" >&2
         exit 2
         ;;
 esac
@@ -77,4 +85,6 @@ if [[ $WHAT == all ]]; then
     scripts/bench-build.sh
     echo
     scripts/bench-multiplatform.sh
+    echo
+    scripts/bench-cache.sh
 fi
