@@ -206,7 +206,8 @@ impl ImportedCache {
         let fetched = self.fetched.load(Ordering::Relaxed);
         if fetched > 0 {
             progress(format_args!(
-                "fetched {fetched} layers ({}) from the imported cache",
+                "fetched {fetched} {} ({}) from the imported cache",
+                if fetched == 1 { "layer" } else { "layers" },
                 human_size(self.downloaded.load(Ordering::Relaxed))
             ));
         }
