@@ -72,7 +72,9 @@ fn writes_stdout(args: &BuildArgs) -> bool {
 /// build for several platforms).
 fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::Digest> {
     let outputs = output_specs(args)?;
-    refuse_missing_features(args)?;
+    let allow_insecure = entitlements(&args.allow)?;
+    let secrets = crate::build_secrets::Secrets::read(&args.secrets)?;
+    let ssh = crate::build_secrets::SshAgents::start(&args.ssh)?;
     let cache_sources = args
         .cache_from
         .iter()
@@ -105,10 +107,11 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
     let emulators = run_emulators(graph, args)?;
     let executor = executor_for(graph, &state)?;
     // Steps commit uncompressed layers; outputs compress them (once per layer) as they need.
+    // SOURCE_DATE_EPOCH clamps the mtimes in new layers too, so two builds give one digest.
     let layer_options = LayerOptions {
         compression: Compression::None,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        source_date_epoch: None,
+        source_date_epoch: epoch_seconds(args)?,
     };
     let mut solver = Solver::new(
         &state,
@@ -123,6 +126,9 @@ fn build(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<rbuild_cache::
     solver.jobs = args.jobs.unwrap_or(solver.jobs);
     solver.network = network;
     solver.emulators = emulators;
+    solver.secrets = Some(&secrets);
+    solver.ssh = Some(&ssh);
+    solver.allow_insecure = allow_insecure;
     // What each image is for: the platform asked for, else its last stage's.
     let build_platforms: Vec<_> = builds
         .iter()
@@ -370,12 +376,20 @@ fn accepts_imported(
     config == *want
 }
 
-fn refuse_missing_features(args: &BuildArgs) -> anyhow::Result<()> {
-    ensure!(
-        args.secrets.is_empty() && args.ssh.is_empty(),
-        "--secret and --ssh are not implemented yet (issue #9)"
-    );
-    Ok(())
+/// `--allow`: whether `security.insecure` is among them (`network.host` is allowed anyway:
+/// RUN steps get the host's network by default).
+fn entitlements(allow: &[String]) -> anyhow::Result<bool> {
+    let mut insecure = false;
+    for entitlement in allow {
+        match entitlement.trim() {
+            "security.insecure" => insecure = true,
+            "network.host" => {}
+            other => bail!(
+                "--allow {other}: unknown entitlement (expected security.insecure or network.host)"
+            ),
+        }
+    }
+    Ok(insecure)
 }
 
 /// Solves the targets; when a layer a cache hit promised cannot be had (missing or corrupt in
@@ -558,15 +572,20 @@ fn source_date_epoch(args: &BuildArgs) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// SOURCE_DATE_EPOCH in seconds, when it is set.
+fn epoch_seconds(args: &BuildArgs) -> anyhow::Result<Option<i64>> {
+    source_date_epoch(args)
+        .map(|text| {
+            text.parse::<i64>()
+                .with_context(|| format!("SOURCE_DATE_EPOCH={text:?} is not a number of seconds"))
+        })
+        .transpose()
+}
+
 /// The image's `created` time: SOURCE_DATE_EPOCH or now.
 fn created_time(args: &BuildArgs) -> anyhow::Result<String> {
-    match source_date_epoch(args) {
-        Some(text) => {
-            let secs: i64 = text.parse().with_context(|| {
-                format!("SOURCE_DATE_EPOCH={text:?} is not a number of seconds")
-            })?;
-            Ok(timestamp::rfc3339(secs, 0))
-        }
+    match epoch_seconds(args)? {
+        Some(secs) => Ok(timestamp::rfc3339(secs, 0)),
         None => {
             let (secs, nanos) = timestamp::now();
             Ok(timestamp::rfc3339(secs, nanos))

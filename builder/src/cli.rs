@@ -346,6 +346,11 @@ pub struct BuildArgs {
     #[arg(long = "ssh", value_name = "SPEC")]
     pub ssh: Vec<String>,
 
+    /// Allow an extra privilege (`security.insecure` for `RUN --security=insecure`,
+    /// `network.host`); repeatable.
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
+    pub allow: Vec<String>,
+
     /// Set metadata for an image (`KEY=VALUE`); repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<KeyValue>,

@@ -4,6 +4,7 @@
 
 pub mod bases;
 pub mod build;
+pub mod build_secrets;
 pub mod cache_mounts;
 pub mod cachekey;
 pub mod cli;

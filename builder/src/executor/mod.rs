@@ -55,6 +55,13 @@ pub struct BindMount {
     pub readonly: bool,
 }
 
+/// A tmpfs of its own at `target` (`RUN --mount=type=tmpfs`), `size` bytes at most.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TmpfsMount {
+    pub target: String,
+    pub size: Option<u64>,
+}
+
 /// What to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunSpec {
@@ -70,6 +77,9 @@ pub struct RunSpec {
     /// BuildKit uses [`DEFAULT_HOSTNAME`]; empty means that.
     pub hostname: String,
     pub mounts: Vec<BindMount>,
+    pub tmpfs: Vec<TmpfsMount>,
+    /// `RUN --security=insecure`: every capability, no seccomp filter, every device.
+    pub privileged: bool,
     /// A host emulator (qemu-user) to run the process through, for a foreign platform without
     /// a usable binfmt_misc handler: bound read-only at [`EMULATOR_PATH`] and made the
     /// process, with the program and its argv as its arguments.
@@ -94,6 +104,8 @@ impl RunSpec {
             network: Network::Host,
             hostname: DEFAULT_HOSTNAME.to_string(),
             mounts: Vec::new(),
+            tmpfs: Vec::new(),
+            privileged: false,
             emulator: None,
         }
     }

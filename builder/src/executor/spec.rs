@@ -51,6 +51,81 @@ pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
     Capability::AuditWrite,
 ];
 
+/// Every capability Linux has, by number: `RUN --security=insecure` (with `--allow
+/// security.insecure`) runs privileged, as BuildKit's insecure mode does — with those of them
+/// rbuild itself holds (a container cannot get more, and asking fails the start).
+const ALL_CAPABILITIES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+fn capabilities(privileged: bool) -> Result<oci_spec::runtime::Capabilities, ExecError> {
+    if !privileged {
+        return Ok(DEFAULT_CAPABILITIES.into_iter().collect());
+    }
+    let bounding = own_bounding_set();
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
+        .map(|(_, name)| {
+            serde_json::from_value::<Capability>(serde_json::json!(format!("CAP_{name}")))
+                .map_err(|e| ExecError::InvalidSpec(format!("capability {name}: {e}")))
+        })
+        .collect()
+}
+
+/// This process's capability bounding set (`CapBnd` in /proc/self/status); all bits when it
+/// cannot be read.
+fn own_bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("CapBnd:"))?;
+            u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+        })
+        .unwrap_or(u64::MAX)
+}
+
 const MASKED_PATHS: [&str; 11] = [
     "/proc/acpi",
     "/proc/asound",
@@ -84,11 +159,11 @@ pub fn validate(run: &RunSpec) -> Result<(), ExecError> {
             run.cwd
         )));
     }
-    for m in &run.mounts {
-        if !m.target.starts_with('/') {
+    let targets = run.mounts.iter().map(|m| &m.target);
+    for target in targets.chain(run.tmpfs.iter().map(|t| &t.target)) {
+        if !target.starts_with('/') {
             return Err(ExecError::InvalidSpec(format!(
-                "mount target {:?} is not absolute",
-                m.target
+                "mount target {target:?} is not absolute"
             )));
         }
     }
@@ -222,6 +297,12 @@ pub fn mounts(run: &RunSpec, files: &BundleFiles) -> Result<Vec<Mount>, ExecErro
         };
         mounts.push(mount(&m.target, "bind", &m.source, options)?);
     }
+    for t in &run.tmpfs {
+        let size = t.size.map(|s| format!("size={s}"));
+        let mut options = vec!["nosuid", "nodev"];
+        options.extend(size.as_deref());
+        mounts.push(mount(&t.target, "tmpfs", p("tmpfs"), &options)?);
+    }
     if let Some(emulator) = &run.emulator {
         // Executable (no noexec), as BuildKit binds its qemu.
         let options = ["rbind", "ro", "nosuid", "nodev"];
@@ -244,7 +325,7 @@ pub fn build(
     files: &BundleFiles,
 ) -> Result<Spec, ExecError> {
     validate(run)?;
-    let caps: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+    let caps = capabilities(run.privileged)?;
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -291,24 +372,25 @@ pub fn build(
         .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
         .collect::<Result<Vec<_>, _>>()
         .map_err(spec_error)?;
-    let deny_all_devices = LinuxDeviceCgroupBuilder::default()
-        .allow(false)
+    // Privileged: every device, no seccomp filter, nothing masked.
+    let devices = LinuxDeviceCgroupBuilder::default()
+        .allow(run.privileged)
         .access("rwm")
         .build()
         .map_err(spec_error)?;
-    let linux = LinuxBuilder::default()
-        .namespaces(namespaces)
-        .seccomp(super::seccomp::default_profile()?)
-        .masked_paths(MASKED_PATHS.map(String::from).to_vec())
-        .readonly_paths(READONLY_PATHS.map(String::from).to_vec())
-        .resources(
-            LinuxResourcesBuilder::default()
-                .devices(vec![deny_all_devices])
-                .build()
-                .map_err(spec_error)?,
-        )
-        .build()
-        .map_err(spec_error)?;
+    let mut linux = LinuxBuilder::default().namespaces(namespaces).resources(
+        LinuxResourcesBuilder::default()
+            .devices(vec![devices])
+            .build()
+            .map_err(spec_error)?,
+    );
+    if !run.privileged {
+        linux = linux
+            .seccomp(super::seccomp::default_profile()?)
+            .masked_paths(MASKED_PATHS.map(String::from).to_vec())
+            .readonly_paths(READONLY_PATHS.map(String::from).to_vec());
+    }
+    let linux = linux.build().map_err(spec_error)?;
 
     SpecBuilder::default()
         .version("1.0.2")

@@ -247,3 +247,44 @@ fn an_unchanged_rebuild_gives_the_same_image_and_no_cache_a_new_one() {
     assert_ne!(fresh, first, "--no-cache makes a new image (new times)");
     assert_ne!(image_id(&["--label", "a=b"]), fresh);
 }
+
+#[test]
+fn a_linked_copy_keeps_its_layer_when_an_earlier_step_changes_and_what_follows_does_not() {
+    let project = Project::new(
+        "FROM scratch\nCOPY a /a\nCOPY --link --chmod=600 b /dir/b\nCOPY c /c\n",
+        &three_files(),
+    );
+    let layers = |name: &str| -> Vec<String> {
+        let dest = project.dir.path().join(name);
+        project.build(&["-o", &format!("type=oci,dest={},tar=false", dest.display())]);
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(dest.join("index.json")).unwrap()).unwrap();
+        let manifest = index["manifests"][0]["digest"].as_str().unwrap();
+        let path = dest.join("blobs/sha256").join(&manifest[7..]);
+        let manifest: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = layers("before");
+    project.write("ctx/a", "changed\n");
+    let steps = project.build(&[]);
+    assert_eq!(steps.cached(), [false, true, false], "{steps}");
+    let after = layers("after");
+    assert_ne!(before[0], after[0]);
+    assert_eq!(before[1], after[1], "the linked layer changed");
+    // The image holds all three, the linked file with its --chmod.
+    let out = project.dir.path().join("rootfs");
+    project.build(&["-o", &format!("type=local,dest={}", out.display())]);
+    assert_eq!(fs::read_to_string(out.join("a")).unwrap(), "changed\n");
+    assert_eq!(fs::read_to_string(out.join("dir/b")).unwrap(), "2\n");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(out.join("dir/b"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}

@@ -18,6 +18,7 @@ mod registry_fixture;
 mod registry_harness;
 mod registry_more;
 mod run;
+mod run_mounts;
 mod shared_cache;
 mod token_server;
 mod util;

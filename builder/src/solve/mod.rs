@@ -3,6 +3,8 @@
 //! ([`crate::cachekey`]); a step whose key has a record reuses its layer without running, and
 //! a miss says what changed since the same step's last build.
 
+mod run_mounts;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -18,7 +20,7 @@ use rbuild_cache::image::{media_types, Descriptor};
 use rbuild_cache::layer::LayerOptions;
 use rbuild_cache::Digest;
 use rbuild_frontend::graph::{BuildGraph, Edge, ExecOp, FileOp, Op, Vertex};
-use rbuild_frontend::instructions::{CacheSharing, MountType, NetworkMode};
+use rbuild_frontend::instructions::{MountType, NetworkMode, SecurityMode};
 
 use crate::bases::{BaseImage, StoreBases};
 use crate::cachekey::KeyInputs;
@@ -81,6 +83,12 @@ pub struct Solver<'a> {
     pub unusable: BTreeSet<Digest>,
     /// `RUN --mount=type=cache` directories.
     pub cache_mounts: crate::cache_mounts::CacheMounts,
+    /// `--secret` values, for `RUN --mount=type=secret`.
+    pub secrets: Option<&'a crate::build_secrets::Secrets>,
+    /// `--ssh` agent sockets, for `RUN --mount=type=ssh`.
+    pub ssh: Option<&'a crate::build_secrets::SshAgents>,
+    /// `--allow security.insecure`: `RUN --security=insecure` may run privileged.
+    pub allow_insecure: bool,
 }
 
 /// By platform: the `--emulator` hook its RUN steps run through, `None` when they run natively
@@ -141,6 +149,9 @@ impl<'a> Solver<'a> {
             imported: None,
             unusable: BTreeSet::new(),
             cache_mounts: crate::cache_mounts::CacheMounts::new(&state.root),
+            secrets: None,
+            ssh: None,
+            allow_insecure: false,
         }
     }
 
@@ -352,6 +363,8 @@ struct Job<'s, 'a> {
     info: VertexInfo,
     key: Option<Digest>,
     empty: bool,
+    /// A `COPY --link`: its layer is made apart from the layers below it.
+    linked: bool,
     record: Option<StepRecord>,
     /// The `-j` slots a RUN step takes while it runs.
     runs: &'s Slots,
@@ -384,6 +397,7 @@ impl<'s, 'a> Job<'s, 'a> {
             info,
             key: None,
             empty: false,
+            linked: false,
             record: None,
             runs,
         }
@@ -391,7 +405,13 @@ impl<'s, 'a> Job<'s, 'a> {
 
     fn solve(mut self) -> anyhow::Result<Done> {
         let solved = self.solve_vertex(self.graph, self.index)?;
-        let key = self.key.expect("every vertex gets a key");
+        let mut key = self.key.expect("every vertex gets a key");
+        if self.linked {
+            // A linked step's own key leaves out what is below it; what builds on it must not.
+            let below = self.rootfs_vertex().map(|v| self.inputs[&v].key);
+            let below = below.map(|k| k.to_string()).unwrap_or_default();
+            key = Digest::of(format!("linked\n{key}\n{below}").as_bytes());
+        }
         // What later steps key on: this step's key and the layer it made, so a step run again
         // (--no-cache-filter) that made other content gives its dependents other keys, and
         // they never reuse what was made from the old content (BuildKit keys a COPY --from
@@ -418,6 +438,12 @@ impl<'s, 'a> Job<'s, 'a> {
             inputs: self.input_keys(graph, index),
             ..KeyInputs::default()
         };
+        if let (Some(epoch), Op::Exec(_) | Op::File(_)) =
+            (self.solver.layer_options.source_date_epoch, &vertex.op)
+        {
+            // Its layer's mtimes are clamped to it: another epoch is another layer.
+            inputs.op["rbuild_source_date_epoch"] = epoch.into();
+        }
         match &vertex.op {
             Op::Scratch => {
                 self.key = Some(inputs.key());
@@ -442,6 +468,7 @@ impl<'s, 'a> Job<'s, 'a> {
                     inputs.op["rbuild_network"] = "none".into();
                 }
                 let parents = self.rootfs_input(graph, index)?;
+                let inputs = self.with_mounted_context(exec, inputs)?;
                 self.cached_step(index, vertex, &parents, Some(inputs), |solver, root| {
                     solver.run(exec, root)
                 })
@@ -449,7 +476,17 @@ impl<'s, 'a> Job<'s, 'a> {
             Op::File(file) => {
                 let parents = self.rootfs_input(graph, index)?;
                 let source = self.source_input(graph, index)?;
-                let inputs = self.with_files(file, source.as_ref(), inputs)?;
+                let mut inputs = self.with_files(file, source.as_ref(), inputs)?;
+                // COPY --link: made on an empty directory and laid on top, so neither its
+                // key nor its layer depends on what is below (it stays cached when an earlier
+                // step changes; what follows it still sees the change, see `solve`).
+                self.linked = matches!(file, FileOp::Copy(c) if c.link);
+                if self.linked {
+                    let rootfs = serde_json::to_string(&Edge::Rootfs)?;
+                    if let Some(inputs) = inputs.as_mut() {
+                        inputs.inputs.retain(|(role, _, _)| *role != rootfs);
+                    }
+                }
                 self.cached_step(index, vertex, &parents, inputs, |solver, root| {
                     solver.file_op(file, source.as_ref(), root)
                 })
@@ -622,6 +659,48 @@ impl<'s, 'a> Job<'s, 'a> {
         Ok(())
     }
 
+    /// A RUN that binds the build context (`--mount=type=bind` without `from`): the checksum
+    /// of the files it can see joins its key, as a COPY's does.
+    fn with_mounted_context(
+        &self,
+        exec: &ExecOp,
+        mut inputs: KeyInputs,
+    ) -> anyhow::Result<KeyInputs> {
+        let Some(context) = self.solver.context else {
+            return Ok(inputs);
+        };
+        let tree = SourceTree {
+            root: &context.root,
+            ignore: context.ignore.as_ref(),
+            is_context: true,
+        };
+        let mut paths = Vec::new();
+        for m in exec
+            .mounts
+            .iter()
+            .filter(|m| m.kind == MountType::Bind && m.from.is_none())
+        {
+            let action = run_mounts::context_selection(m.source.as_deref().unwrap_or("/"));
+            paths.extend(fileop::selected_sources(&action, &tree)?);
+        }
+        if paths.is_empty() {
+            return Ok(inputs);
+        }
+        paths.sort();
+        paths.dedup();
+        let checksum =
+            rbuild_cache::checksum::checksum(&context.root, &paths, &self.solver.state.db)?;
+        inputs.files = Some(crate::cachekey::Files {
+            digest: checksum.digest,
+            each: checksum
+                .files
+                .into_iter()
+                .map(|f| (f.path.to_string_lossy().into_owned(), f.digest))
+                .collect(),
+        });
+        Ok(inputs)
+    }
+
     /// A COPY/ADD from the context: the checksum of exactly the files it reads joins its key.
     /// An ADD of a URL cannot be known before it is fetched, so it always runs (`None`).
     fn with_files(
@@ -725,7 +804,10 @@ impl<'s, 'a> Job<'s, 'a> {
         parents: &[SolvedLayer],
         change: impl FnOnce(&mut Self, &Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<Solved> {
-        let dirs = self.solver.layer_dirs(parents)?;
+        let dirs = match self.linked {
+            true => Vec::new(),
+            false => self.solver.layer_dirs(parents)?,
+        };
         let active = self.solver.snapshots.prepare(&dirs)?;
         if let Err(e) = change(self, active.root()) {
             // The step's own error is the one to report; a failed unmount is swept later.
@@ -756,12 +838,6 @@ impl<'s, 'a> Job<'s, 'a> {
     }
 
     fn run(&mut self, exec: &ExecOp, root: &Path) -> anyhow::Result<()> {
-        if let Some(m) = exec.mounts.iter().find(|m| m.kind != MountType::Cache) {
-            bail!(
-                "RUN --mount=type={} is not implemented yet (issue #9)",
-                m.kind.name()
-            );
-        }
         let network = match exec.network {
             NetworkMode::None => Network::None,
             NetworkMode::Host => Network::Host,
@@ -772,18 +848,30 @@ impl<'s, 'a> Job<'s, 'a> {
             Some(Ok(hook)) => hook.clone(),
             None => None,
         };
+        let privileged = exec.security == SecurityMode::Insecure;
+        if privileged && !self.solver.allow_insecure {
+            bail!(
+                "RUN --security=insecure needs the security.insecure entitlement: build with \
+                 --allow security.insecure"
+            );
+        }
         let scratch = self.solver.state.temp_dir()?;
         let mut mounts = heredoc_files(exec, scratch.path())?;
-        // Held (locked as their sharing asks) until the step is over.
-        let _caches = self.cache_mounts(exec, &mut mounts)?;
+        // Held (caches locked, views mounted, secrets on tmpfs) until the step is over.
+        let prepared = self.run_mounts(exec)?;
+        mounts.extend(prepared.binds.iter().cloned());
+        let mut env = exec.env.clone();
+        env.extend(prepared.env.iter().cloned());
         let spec = RunSpec {
             args: exec.args.clone(),
-            env: exec.env.clone(),
+            env,
             cwd: exec.cwd.clone(),
             user: exec.user.clone(),
             network,
             hostname: "buildkitsandbox".to_string(),
             mounts,
+            tmpfs: prepared.tmpfs.clone(),
+            privileged,
             emulator,
         };
         let mut sink = StepOutput {
@@ -791,61 +879,6 @@ impl<'s, 'a> Job<'s, 'a> {
         };
         self.solver.executor.run(root, &spec, &mut sink)?;
         Ok(())
-    }
-
-    /// The step's cache mounts, held, each bound at its target. Taken in id order, so two
-    /// steps locking the same caches never wait for each other crosswise.
-    fn cache_mounts(
-        &self,
-        exec: &ExecOp,
-        mounts: &mut Vec<BindMount>,
-    ) -> anyhow::Result<Vec<crate::cache_mounts::HeldCacheMount>> {
-        let mut caches: Vec<(&str, &rbuild_frontend::instructions::Mount)> = exec
-            .mounts
-            .iter()
-            .filter(|m| m.kind == MountType::Cache)
-            .map(|m| (cache_mount_id(m), m))
-            .collect();
-        caches.sort_by_key(|(id, _)| *id);
-        let mut held = Vec::new();
-        for (id, m) in caches {
-            let target = m.target.clone().unwrap_or_default();
-            let sharing = m.sharing.unwrap_or(CacheSharing::Shared);
-            let owner = (m.uid.unwrap_or(0), m.gid.unwrap_or(0));
-            let mode = m.mode.unwrap_or(0o755);
-            let seed = MountSeed {
-                job: self,
-                mount: m,
-                id,
-            };
-            let cache = self
-                .solver
-                .cache_mounts
-                .acquire(id, sharing, owner, mode, &seed)
-                .with_context(|| format!("RUN --mount=type=cache,target={target}"))?;
-            mounts.push(BindMount {
-                source: cache.data.clone(),
-                target,
-                readonly: m.read_only,
-            });
-            held.push(cache);
-        }
-        Ok(held)
-    }
-
-    /// The layers of the input a `RUN --mount` with `from` reads, by the mount's target.
-    fn mount_input(&self, target: &str) -> anyhow::Result<Option<Vec<SolvedLayer>>> {
-        let input = self
-            .graph
-            .graph
-            .edges_directed(self.index, Direction::Incoming)
-            .find(|e| matches!(e.weight(), Edge::Mount { target: t } if t == target))
-            .map(|e| e.source());
-        match input.map(|i| &self.inputs[&i].solved) {
-            None => Ok(None),
-            Some(Solved::Layers(layers)) => Ok(Some(layers.clone())),
-            Some(Solved::Context) => bail!("a mount from the build context is not a stage"),
-        }
     }
 
     fn file_op(
@@ -893,6 +926,15 @@ impl<'s, 'a> Job<'s, 'a> {
         Ok(())
     }
 
+    /// The vertex whose filesystem this step works on.
+    fn rootfs_vertex(&self) -> Option<NodeIndex> {
+        self.graph
+            .graph
+            .edges_directed(self.index, Direction::Incoming)
+            .find(|e| matches!(e.weight(), Edge::Rootfs))
+            .map(|e| e.source())
+    }
+
     fn rootfs_input(
         &self,
         graph: &BuildGraph,
@@ -924,45 +966,6 @@ impl<'s, 'a> Job<'s, 'a> {
             Solved::Layers(layers) => SourceInput::Layers(layers.clone()),
             Solved::Context => SourceInput::Context,
         }))
-    }
-}
-
-/// A cache mount's id: its `id`, else its target (BuildKit's default).
-fn cache_mount_id(m: &rbuild_frontend::instructions::Mount) -> &str {
-    m.id.as_deref().or(m.target.as_deref()).unwrap_or_default()
-}
-
-/// What a new cache mount instance starts with: the `source` of its `from`, else what an
-/// imported cache holds for its id, else nothing.
-struct MountSeed<'j, 's, 'a> {
-    job: &'j Job<'s, 'a>,
-    mount: &'j rbuild_frontend::instructions::Mount,
-    id: &'j str,
-}
-
-impl crate::cache_mounts::Seed for MountSeed<'_, '_, '_> {
-    fn seed(&self, data: &Path) -> anyhow::Result<()> {
-        let solver = self.job.solver;
-        let target = self.mount.target.as_deref().unwrap_or_default();
-        if let Some(layers) = self.job.mount_input(target)? {
-            let dirs = solver.layer_dirs(&layers)?;
-            let view = solver.snapshots.view(&dirs)?;
-            let source = self.mount.source.as_deref().unwrap_or("/");
-            let from = view.root().join(source.trim_start_matches('/'));
-            return crate::cache_mounts::copy_tree(&from, data);
-        }
-        if let Some(imported) = solver.imported {
-            if let Some((diff_id, blob)) = imported.cache_mount(self.id) {
-                imported.fetch(solver.state, solver.bases, &blob)?;
-                let reader = std::io::BufReader::new(solver.state.content.open_blob(&blob.digest)?);
-                let apply = rbuild_cache::layer::ApplyOptions::for_current_user(
-                    rbuild_cache::layer::WhiteoutMode::Apply,
-                );
-                rbuild_cache::layer::apply_layer(reader, data, &apply, Some(&diff_id))
-                    .with_context(|| format!("unpacking the imported cache mount {:?}", self.id))?;
-            }
-        }
-        Ok(())
     }
 }
 
