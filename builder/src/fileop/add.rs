@@ -15,7 +15,7 @@
 //!   path's base name (`__unnamed__` without one), mode 0600, owned 0:0, mtime from
 //!   `Last-Modified`; `--checksum` is verified; it is then copied with COPY's rules and is NOT
 //!   extracted, unless `--unpack=true`;
-//! - git URLs are a later issue.
+//! - git URLs are checked out at the commit resolved before the step (see [`super::git`]).
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -57,14 +57,34 @@ pub(crate) fn run(
     source: &SourceTree,
     dest_root: &Path,
     scratch: &Path,
+    git_commits: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), FileOpError> {
-    if action.copy.sources.iter().any(|s| is_git(s)) {
+    let git = action.copy.sources.iter().any(|s| is_git(s));
+    if git && action.copy.sources.len() > 1 {
         return Err(FileOpError::Unsupported(
-            "ADD of git repositories arrives with issue #9".into(),
+            "ADD of a git repository takes one source".into(),
         ));
     }
     // The destination rule covers all sources and heredocs together.
     copy::prepare(&action.copy, "ADD", dest_root)?;
+    if git {
+        let src = &action.copy.sources[0];
+        let commit = match git_commits.get(src) {
+            Some(commit) => commit.clone(),
+            None => super::git::resolve(src)?,
+        };
+        if let Some(expected) = &action.checksum {
+            if !commit.starts_with(&expected.to_ascii_lowercase()) || expected.len() < 7 {
+                return Err(FileOpError::ChecksumMismatch {
+                    url: src.clone(),
+                    expected: expected.clone(),
+                    actual: commit,
+                });
+            }
+        }
+        let keep = action.keep_git_dir.unwrap_or(false);
+        return super::git::add(&action.copy, src, &commit, keep, dest_root, scratch);
+    }
     let checksum = action.checksum.as_deref().map(parse_checksum).transpose()?;
     let unpack_local = action.unpack != Some(false);
     for src in &action.copy.sources {

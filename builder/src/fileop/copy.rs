@@ -493,7 +493,13 @@ pub(crate) fn select_parents(
         let pivot_comps = clamp(&components(pivot.as_bytes()));
         let pivot = root_path(source.root, &pivot_comps, true)
             .map_err(|e| FileOpError::io(src, "resolving the source", e))?;
-        for top in expand(source, &pivot, pattern, src)? {
+        // `**` in a --parents source is BuildKit's include pattern (any number of
+        // directories, none too); anything else is a COPY wildcard (`filepath.Match`).
+        let tops = match pattern.contains("**") {
+            true => expand_any_depth(source, &pivot, pattern)?,
+            false => expand(source, &pivot, pattern, src)?,
+        };
+        for top in tops {
             let rel = top.matched[pivot.len().min(top.matched.len())..].to_vec();
             if let Some(m) = exclude {
                 if m.decide(&rel_string(&rel))
@@ -510,6 +516,58 @@ pub(crate) fn select_parents(
                 entries,
             });
         }
+    }
+    Ok(out)
+}
+
+/// The paths below `pivot` that `pattern` (with `**`) matches as `.dockerignore` patterns
+/// match, in lexical walk order; a matching directory is taken whole, not entered.
+fn expand_any_depth(
+    source: &SourceTree,
+    pivot: &[OsString],
+    pattern: &str,
+) -> Result<Vec<Match>, FileOpError> {
+    let matcher = PatternMatcher::new(&[pattern]).map_err(|e| pattern_err("--parents", e))?;
+    let mut out = Vec::new();
+    let mut todo = vec![Vec::<OsString>::new()];
+    while let Some(rel) = todo.pop() {
+        let here = super::source::join(source.root, pivot)
+            .join(rel.iter().collect::<std::path::PathBuf>());
+        let Ok(read) = std::fs::read_dir(&here) else {
+            continue;
+        };
+        let mut names: Vec<OsString> = read.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+        names.sort_by(|a, b| {
+            use std::os::unix::ffi::OsStrExt;
+            a.as_bytes().cmp(b.as_bytes())
+        });
+        let mut dirs = Vec::new();
+        for name in names {
+            let mut child = rel.clone();
+            child.push(name.clone());
+            let mut matched = pivot.to_vec();
+            matched.extend(child.iter().cloned());
+            if source.is_ignored(&rel_string(&matched))? {
+                continue;
+            }
+            if matcher
+                .matches_exact(&rel_string(&child))
+                .map_err(|e| pattern_err("--parents", e))?
+            {
+                let resolved = root_path(source.root, &matched, true).map_err(|e| {
+                    FileOpError::io(rel_string(&matched), "resolving the source", e)
+                })?;
+                out.push(Match {
+                    resolved,
+                    name,
+                    matched,
+                });
+            } else if std::fs::symlink_metadata(here.join(&name)).is_ok_and(|m| m.is_dir()) {
+                dirs.push(child);
+            }
+        }
+        // Onto the stack reversed: directories are entered in lexical order.
+        todo.extend(dirs.into_iter().rev());
     }
     Ok(out)
 }

@@ -11,6 +11,7 @@
 mod add;
 mod copy;
 mod error;
+mod git;
 mod mkdir;
 mod paths;
 mod source;
@@ -37,13 +38,15 @@ pub fn copy(action: &CopyAction, source: &SourceTree, dest_root: &Path) -> Resul
 
 /// ADD `action`: local sources as COPY, except archives (detected by content) which are
 /// extracted; http(s) URLs downloaded into `scratch` first.
+/// `git_commits`: the commit each git source resolved to before the step (its key holds it).
 pub fn add(
     action: &AddAction,
     source: &SourceTree,
     dest_root: &Path,
     scratch: &Path,
+    git_commits: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), FileOpError> {
-    add::run(action, source, dest_root, scratch)
+    add::run(action, source, dest_root, scratch, git_commits)
 }
 
 /// The paths COPY/ADD will read (after wildcards, `.dockerignore`, `--exclude`), relative to
@@ -79,7 +82,8 @@ pub fn selected_sources(
     Ok(out)
 }
 
-pub(crate) use add::is_remote;
+pub(crate) use add::{is_git, is_remote};
+pub(crate) use git::resolve as resolve_git;
 
 /// Whether `path` is a tar archive, plain or compressed (gzip, bzip2, xz, zstd), by content.
 pub fn is_archive(path: &Path) -> bool {

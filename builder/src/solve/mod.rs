@@ -365,6 +365,8 @@ struct Job<'s, 'a> {
     empty: bool,
     /// A `COPY --link`: its layer is made apart from the layers below it.
     linked: bool,
+    /// ADD of git sources: the commit each resolved to for the key.
+    git_commits: Mutex<BTreeMap<String, String>>,
     record: Option<StepRecord>,
     /// The `-j` slots a RUN step takes while it runs.
     runs: &'s Slots,
@@ -398,6 +400,7 @@ impl<'s, 'a> Job<'s, 'a> {
             key: None,
             empty: false,
             linked: false,
+            git_commits: Mutex::new(BTreeMap::new()),
             record: None,
             runs,
         }
@@ -701,6 +704,27 @@ impl<'s, 'a> Job<'s, 'a> {
         Ok(inputs)
     }
 
+    /// An ADD of git repositories: the commit each reference resolves to now joins its key
+    /// (and is what the step checks out).
+    fn with_git_commits(
+        &self,
+        sources: &[&String],
+        mut inputs: KeyInputs,
+    ) -> anyhow::Result<KeyInputs> {
+        let mut commits = self.git_commits.lock().unwrap_or_else(|e| e.into_inner());
+        for src in sources {
+            let commit = fileop::resolve_git(src)?;
+            commits.insert(src.to_string(), commit);
+        }
+        let each: BTreeMap<String, Digest> = commits
+            .iter()
+            .map(|(src, commit)| (src.clone(), Digest::of(commit.as_bytes())))
+            .collect();
+        let digest = Digest::of(serde_json::to_string(&each)?.as_bytes());
+        inputs.files = Some(crate::cachekey::Files { digest, each });
+        Ok(inputs)
+    }
+
     /// A COPY/ADD from the context: the checksum of exactly the files it reads joins its key.
     /// An ADD of a URL cannot be known before it is fetched, so it always runs (`None`).
     fn with_files(
@@ -712,6 +736,15 @@ impl<'s, 'a> Job<'s, 'a> {
         let action = match file {
             FileOp::Copy(action) => action,
             FileOp::Add(add) => {
+                let git: Vec<&String> = add
+                    .copy
+                    .sources
+                    .iter()
+                    .filter(|s| fileop::is_git(s))
+                    .collect();
+                if !git.is_empty() {
+                    return self.with_git_commits(&git, inputs).map(Some);
+                }
                 if add.copy.sources.iter().any(|s| fileop::is_remote(s)) {
                     return Ok(None);
                 }
@@ -920,7 +953,14 @@ impl<'s, 'a> Job<'s, 'a> {
         let tree = tree.as_ref().unwrap_or(&empty);
         match file {
             FileOp::Copy(action) => fileop::copy(action, tree, root)?,
-            FileOp::Add(action) => fileop::add(action, tree, root, scratch.path())?,
+            FileOp::Add(action) => {
+                let commits = self
+                    .git_commits
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                fileop::add(action, tree, root, scratch.path(), &commits)?
+            }
             FileOp::Mkdir { path, user } => fileop::mkdir(path, user, root)?,
         }
         Ok(())

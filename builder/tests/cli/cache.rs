@@ -288,3 +288,140 @@ fn a_linked_copy_keeps_its_layer_when_an_earlier_step_changes_and_what_follows_d
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// A `git daemon` serving `dir` on a loopback port, stopped on drop.
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl GitDaemon {
+    fn serve(dir: &Path) -> GitDaemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // git-daemon itself, not `git daemon`: the wrapper's child would outlive a kill.
+        let exec_path = std::process::Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .unwrap();
+        let exec_path = String::from_utf8_lossy(&exec_path.stdout)
+            .trim()
+            .to_string();
+        let child = std::process::Command::new(Path::new(&exec_path).join("git-daemon"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .arg("--export-all")
+            .arg("--reuseaddr")
+            .arg("--listen=127.0.0.1")
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", dir.display()))
+            .arg(dir)
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        GitDaemon { child, port }
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn add_of_a_git_repository_checks_out_the_resolved_commit_and_reruns_when_it_moves() {
+    if !crate::util::require_tool("git") {
+        return;
+    }
+    let project = Project::new("FROM scratch\n", &[]);
+    let work = project.dir.path().join("work");
+    fs::create_dir_all(work.join("sub")).unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    fs::write(work.join("sub/f"), "v1\n").unwrap();
+    fs::write(work.join("top.txt"), "top\n").unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "one"]);
+    let served = project.dir.path().join("served");
+    fs::create_dir_all(&served).unwrap();
+    let bare = served.join("repo.git");
+    git(
+        &work,
+        &["clone", "-q", "--bare", ".", bare.to_str().unwrap()],
+    );
+    let daemon = GitDaemon::serve(&served);
+    let url = format!("git://127.0.0.1:{}/repo.git", daemon.port);
+    project.write(
+        "ctx/Dockerfile",
+        &format!("FROM scratch\nADD {url}#main:sub /src\nADD --keep-git-dir=true {url} /full\n"),
+    );
+    let out = project.dir.path().join("out");
+    let dest = format!("type=local,dest={}", out.display());
+    let first = project.build(&["-o", &dest]);
+    assert_eq!(first.cached(), [false, false], "{first}");
+    assert_eq!(fs::read_to_string(out.join("src/f")).unwrap(), "v1\n");
+    assert!(!out.join("src/top.txt").exists() && !out.join("src/.git").exists());
+    assert_eq!(
+        fs::read_to_string(out.join("full/top.txt")).unwrap(),
+        "top\n"
+    );
+    assert!(out.join("full/.git").is_dir());
+    assert_eq!(project.build(&[]).cached(), [true, true]);
+
+    // The branch moves: both steps run again and get the new commit.
+    fs::write(work.join("sub/f"), "v2\n").unwrap();
+    git(&work, &["commit", "-q", "-am", "two"]);
+    git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
+    let moved = project.build(&["-o", &dest]);
+    assert_eq!(moved.cached(), [false, false], "{moved}");
+    assert_eq!(fs::read_to_string(out.join("src/f")).unwrap(), "v2\n");
+
+    // --checksum names the commit: another one fails the step, naming both.
+    let head = git(&work, &["rev-parse", "HEAD"]);
+    project.write(
+        "ctx/Dockerfile",
+        &format!(
+            "FROM scratch\nADD --checksum={} {url}#main /pinned\n",
+            &head[..12]
+        ),
+    );
+    project.build(&[]);
+    project.write(
+        "ctx/Dockerfile",
+        &format!("FROM scratch\nADD --checksum=0123456789abcdef {url}#main /pinned\n"),
+    );
+    let failed = run(rbuild(project.dir.path())
+        .env("RBUILD_ROOT", project.root())
+        .args(["build", "ctx"]));
+    assert_eq!(failed.code, 1, "{failed}");
+    assert!(failed.stderr.contains("checksum mismatch"), "{failed}");
+    assert!(failed.stderr.contains(&head), "{failed}");
+}

@@ -37,6 +37,7 @@ macro_rules! cases {
 
 cases! {
     add_archives => "add-archives",
+    copy_link_parents_exclude => "copy-link-parents-exclude",
     copy_paths => "copy-paths",
     dockerignore => "dockerignore",
     entrypoint_cmd => "entrypoint-cmd",
@@ -46,11 +47,13 @@ cases! {
     expose_volume => "expose-volume",
     healthcheck_none => "healthcheck-none",
     healthcheck_shell => "healthcheck-shell",
+    heredocs => "heredocs",
     links => "links",
     multistage => "multistage",
     multistage_target => "multistage-target",
     onbuild => "onbuild",
     onbuild_parent => "onbuild-parent",
+    run_mounts => "run-mounts",
     scratch => "scratch",
     user => "user",
     whiteouts => "whiteouts",

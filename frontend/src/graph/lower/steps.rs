@@ -427,9 +427,13 @@ fn has_wildcard(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
+/// An http(s) URL or a git repository (`git@…`, `git://`, `ssh://`, `….git[#ref[:dir]]`).
 fn is_remote(s: &str) -> bool {
+    let path = s.split('#').next().unwrap_or(s);
     s.starts_with("http://")
         || s.starts_with("https://")
         || s.starts_with("git@")
-        || s.ends_with(".git") && s.contains("://")
+        || s.starts_with("git://")
+        || s.starts_with("ssh://")
+        || path.trim_end_matches('/').ends_with(".git") && s.contains("://")
 }
