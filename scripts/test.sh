@@ -23,9 +23,10 @@ export CARGO_CACHE_RUSTC_INFO=0
 # the compressors layers are checked against (gzip, zstd), tar/diff for round trips.
 # qemu-user-static runs the arm64 steps of the multi-platform tests (they register its binfmt
 # handlers themselves with `rbuild setup-binfmt`). openssh-client's ssh-agent serves `--ssh`
-# key files; the tests make keys with ssh-keygen and ask the forwarded agent with ssh-add.
+# key files; the tests make keys with ssh-keygen and ask the forwarded agent with ssh-add; git
+# serves and checks out the repositories ADD fetches in the tests (git daemon on loopback).
 SYSTEM_PACKAGES=(skopeo umoci zstd gzip tar diffutils python3 runc busybox-static docker-registry apache2-utils openssl curl
-    qemu-user-static openssh-client)
+    qemu-user-static openssh-client git)
 
 run() {
     echo "+ $*" >&2
