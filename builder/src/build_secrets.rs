@@ -85,8 +85,9 @@ fn read_one(spec: &str) -> anyhow::Result<(String, Vec<u8>)> {
 #[derive(Default)]
 pub struct SshAgents {
     by_id: BTreeMap<String, PathBuf>,
-    /// Agents started here for key files, killed when the build ends.
+    /// Agents started here for key files, killed when the build ends (or on a signal).
     started: Vec<Child>,
+    _on_signal: Vec<crate::interrupt::Guard>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -152,6 +153,13 @@ impl SshAgents {
             .stderr(Stdio::null())
             .spawn()
             .context("starting ssh-agent for the key files (install openssh-client)")?;
+        let pid = agent.id();
+        self._on_signal.push(crate::interrupt::register(move || {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(pid as i32).expect("a child's pid is positive"),
+                rustix::process::Signal::TERM,
+            );
+        }));
         self.started.push(agent);
         for _ in 0..200 {
             if is_socket(&socket) {

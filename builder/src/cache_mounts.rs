@@ -61,10 +61,22 @@ impl CacheMounts {
         dirs
     }
 
-    /// The `data/` directory of `id`'s first instance, if there is one.
-    pub fn existing(&self, id: &str) -> Option<PathBuf> {
-        let data = self.dir.join(format!("{}-0", Self::name(id))).join("data");
-        data.is_dir().then_some(data)
+    /// `id`'s first instance, held shared (no `locked` step writes it meanwhile), if there
+    /// is one: what an export packs.
+    pub fn existing(&self, id: &str) -> anyhow::Result<Option<HeldCacheMount>> {
+        let instance = self.dir.join(format!("{}-0", Self::name(id)));
+        let data = instance.join("data");
+        if !data.is_dir() {
+            return Ok(None);
+        }
+        let lock_path = instance.join("lock");
+        let lock = open_lock(&lock_path)?;
+        flock(&lock, FlockOperation::LockShared, &lock_path)?;
+        Ok(Some(HeldCacheMount {
+            data,
+            fresh: false,
+            _lock: lock,
+        }))
     }
 
     /// An instance of `id` held as `sharing` asks, made (and seeded) first if need be. Blocks
@@ -128,8 +140,26 @@ fn open_lock(path: &Path) -> anyhow::Result<File> {
         .with_context(|| format!("opening {}", path.display()))
 }
 
+/// Takes the lock, waiting for its holder — but not past a cancelled build (another step
+/// failed, or a signal came).
 fn flock(file: &File, op: FlockOperation, path: &Path) -> anyhow::Result<()> {
-    rustix::fs::flock(file.as_fd(), op).with_context(|| format!("locking {}", path.display()))
+    let try_op = match op {
+        FlockOperation::LockShared => FlockOperation::NonBlockingLockShared,
+        FlockOperation::LockExclusive => FlockOperation::NonBlockingLockExclusive,
+        other => other,
+    };
+    loop {
+        match rustix::fs::flock(file.as_fd(), try_op) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                if crate::interrupt::stopping() {
+                    anyhow::bail!("interrupted while waiting for {}", path.display());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
 }
 
 /// Makes `data` in a temporary directory renamed into place, so an interrupted seed leaves
@@ -237,8 +267,10 @@ mod tests {
             "the first free instance is the old one"
         );
         assert!(p2.fresh);
-        assert_eq!(mounts.existing("go-build"), Some(p1.data.clone()));
-        assert_eq!(mounts.existing("other"), None);
+        drop((p1, p2));
+        let existing = mounts.existing("go-build").unwrap().unwrap();
+        assert!(existing.data.join("kept").is_file());
+        assert!(mounts.existing("other").unwrap().is_none());
     }
 
     #[test]

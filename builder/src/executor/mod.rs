@@ -62,8 +62,8 @@ pub struct TmpfsMount {
     pub size: Option<u64>,
 }
 
-/// What to run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What to run. Its `Debug` shows the environment's names only: values may be secrets.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RunSpec {
     /// argv as given (shell form already wrapped by the caller).
     pub args: Vec<String>,
@@ -92,6 +92,27 @@ pub const EMULATOR_PATH: &str = "/dev/.rbuild-emulator";
 
 /// BuildKit's hostname for build containers.
 pub const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
+
+impl fmt::Debug for RunSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let env_names: Vec<&str> = self
+            .env
+            .iter()
+            .map(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k))
+            .collect();
+        f.debug_struct("RunSpec")
+            .field("args", &self.args)
+            .field("env", &env_names)
+            .field("cwd", &self.cwd)
+            .field("user", &self.user)
+            .field("network", &self.network)
+            .field("mounts", &self.mounts)
+            .field("tmpfs", &self.tmpfs)
+            .field("privileged", &self.privileged)
+            .field("emulator", &self.emulator)
+            .finish()
+    }
+}
 
 impl RunSpec {
     /// A spec with BuildKit's defaults: root, cwd `/`, host network, `buildkitsandbox`.

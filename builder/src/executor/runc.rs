@@ -166,7 +166,18 @@ impl Executor for Runc {
         let config = bundle.join("config.json");
         let json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| ExecError::InvalidSpec(format!("serializing config.json: {e}")))?;
-        std::fs::write(&config, json).map_err(ExecError::io(&config))?;
+        // 0600: the process's environment may hold secrets (`RUN --mount=type=secret,env=…`).
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&config)
+                .map_err(ExecError::io(&config))?;
+            file.write_all(&json).map_err(ExecError::io(&config))?;
+        }
 
         let targets: Vec<String> = spec
             .mounts()

@@ -289,20 +289,25 @@ pub fn mounts(run: &RunSpec, files: &BundleFiles) -> Result<Vec<Mount>, ExecErro
         mount("/etc/hosts", "bind", &files.hosts, &etc_bind)?,
         mount("/etc/hostname", "bind", &files.hostname, &etc_bind)?,
     ];
+    // Outer targets first (by depth, as BuildKit sorts them): a cache at /src/node_modules
+    // goes on top of a bind at /src, a secret in /run/secrets on top of a tmpfs at /run.
+    let mut extra: Vec<(&str, Mount)> = Vec::new();
     for m in &run.mounts {
         let options: &[&str] = if m.readonly {
             &["rbind", "ro"]
         } else {
             &["rbind"]
         };
-        mounts.push(mount(&m.target, "bind", &m.source, options)?);
+        extra.push((&m.target, mount(&m.target, "bind", &m.source, options)?));
     }
     for t in &run.tmpfs {
         let size = t.size.map(|s| format!("size={s}"));
         let mut options = vec!["nosuid", "nodev"];
         options.extend(size.as_deref());
-        mounts.push(mount(&t.target, "tmpfs", p("tmpfs"), &options)?);
+        extra.push((&t.target, mount(&t.target, "tmpfs", p("tmpfs"), &options)?));
     }
+    extra.sort_by_key(|(target, _)| target.split('/').filter(|c| !c.is_empty()).count());
+    mounts.extend(extra.into_iter().map(|(_, m)| m));
     if let Some(emulator) = &run.emulator {
         // Executable (no noexec), as BuildKit binds its qemu.
         let options = ["rbind", "ro", "nosuid", "nodev"];

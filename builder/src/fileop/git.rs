@@ -55,7 +55,17 @@ pub(crate) fn resolve(src: &str) -> Result<String, FileOpError> {
     if is_commit_id(&wanted) {
         return Ok(wanted.to_ascii_lowercase());
     }
-    let listed = run_git(None, &["ls-remote", &git.remote, &wanted], src)?;
+    if wanted.starts_with('-') || git.remote.starts_with('-') {
+        return Err(git_error(
+            src,
+            "a reference or remote may not start with '-'".into(),
+        ));
+    }
+    let listed = run_git(
+        None,
+        &["ls-remote", "--end-of-options", &git.remote, &wanted],
+        src,
+    )?;
     // Exact names first: `v1` must not match `refs/tags/v1.2`; a peeled tag (`^{}`) names the
     // commit an annotated tag points at.
     let mut best: Option<(u8, String)> = None;
@@ -102,12 +112,28 @@ pub(crate) fn add(
     let fetched = match git.reference.as_deref().filter(|r| !is_commit_id(r)) {
         Some(reference) => run_git(
             Some(&repo),
-            &["fetch", "-q", "--depth", "1", &git.remote, reference],
+            &[
+                "fetch",
+                "-q",
+                "--depth",
+                "1",
+                "--end-of-options",
+                &git.remote,
+                reference,
+            ],
             src,
         ),
         None => run_git(
             Some(&repo),
-            &["fetch", "-q", "--depth", "1", &git.remote, commit],
+            &[
+                "fetch",
+                "-q",
+                "--depth",
+                "1",
+                "--end-of-options",
+                &git.remote,
+                commit,
+            ],
             src,
         ),
     };
@@ -115,7 +141,13 @@ pub(crate) fn add(
         // A server that will not hand out a commit by id: everything, then the commit.
         run_git(
             Some(&repo),
-            &["fetch", "-q", &git.remote, "+refs/*:refs/fetched/*"],
+            &[
+                "fetch",
+                "-q",
+                "--end-of-options",
+                &git.remote,
+                "+refs/*:refs/fetched/*",
+            ],
             src,
         )?;
     }
@@ -130,8 +162,10 @@ pub(crate) fn add(
         std::fs::remove_dir_all(&dot_git)
             .map_err(|e| git_error(src, format!("removing .git: {e}")))?;
     }
+    // Inside the checkout: `..` and committed symlinks (`sub -> /`) never reach the host.
     let root = match &git.subdir {
-        Some(sub) => repo.join(sub),
+        Some(sub) => super::inside(&repo, sub)
+            .map_err(|e| git_error(src, format!("resolving {sub}: {e}")))?,
         None => repo.clone(),
     };
     if !root.is_dir() {
@@ -183,10 +217,21 @@ fn run_git(dir: Option<&Path>, args: &[&str], src: &str) -> Result<String, FileO
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Names the source without the credentials a URL may carry (`https://user:token@host/…`).
 fn git_error(src: &str, cause: String) -> FileOpError {
     FileOpError::Download {
-        url: src.to_string(),
+        url: without_credentials(src),
         cause,
+    }
+}
+
+fn without_credentials(src: &str) -> String {
+    match src.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((user, host)) if !user.contains('/') => format!("{scheme}://***@{host}"),
+            _ => src.to_string(),
+        },
+        None => src.to_string(),
     }
 }
 
@@ -214,5 +259,10 @@ mod tests {
         );
         assert_eq!(parse("git://h/r.git#:sub").subdir.as_deref(), Some("sub"));
         assert_eq!(parse("git://h/r.git#:sub").reference, None);
+        assert_eq!(
+            without_credentials("https://me:t0ken@host/r.git#main"),
+            "https://***@host/r.git#main"
+        );
+        assert_eq!(without_credentials("git@host:r.git"), "git@host:r.git");
     }
 }

@@ -83,6 +83,13 @@ pub fn selected_sources(
 }
 
 pub(crate) use add::{is_git, is_remote};
+
+/// `path` inside `root`, every symlink on the way resolved inside it and `..` stopped at it:
+/// a host path that never leaves `root` (to bind, or to read from).
+pub(crate) fn inside(root: &Path, path: &str) -> std::io::Result<std::path::PathBuf> {
+    let comps = source::components(path.as_bytes());
+    Ok(source::join(root, &source::root_path(root, &comps, true)?))
+}
 pub(crate) use git::resolve as resolve_git;
 
 /// Whether `path` is a tar archive, plain or compressed (gzip, bzip2, xz, zstd), by content.

@@ -273,10 +273,10 @@ fn exported_mounts(
     let caches = crate::cache_mounts::CacheMounts::new(&state.root);
     let mut mounts = Vec::new();
     for id in ids {
-        let Some(data) = caches.existing(&id) else {
+        let Some(held) = caches.existing(&id)? else {
             continue;
         };
-        let changes = rbuild_cache::layer::ChangeSet::from_overlay_upper(&data)
+        let changes = rbuild_cache::layer::ChangeSet::from_overlay_upper(&held.data)
             .with_context(|| format!("reading the cache mount {id:?}"))?;
         let mut writer = state.content.writer()?;
         let options = rbuild_cache::layer::LayerOptions {

@@ -74,8 +74,19 @@ impl Job<'_, '_> {
             .map(|m| (cache_mount_id(m), m))
             .collect();
         caches.sort_by_key(|(id, _)| *id);
-        for (id, m) in caches {
+        for (i, (id, m)) in caches.iter().copied().enumerate() {
             let target = m.target.clone().unwrap_or_default();
+            // One id mounted twice in a step is one instance, held once (a second lock on
+            // it would wait for the first forever).
+            if i > 0 && caches[i - 1].0 == id {
+                let data = prepared._caches.last().expect("held above").data.clone();
+                prepared.binds.push(BindMount {
+                    source: data,
+                    target,
+                    readonly: m.read_only,
+                });
+                continue;
+            }
             let sharing = m.sharing.unwrap_or(CacheSharing::Shared);
             let owner = (m.uid.unwrap_or(0), m.gid.unwrap_or(0));
             let mode = m.mode.unwrap_or(0o755);
@@ -127,7 +138,12 @@ impl Job<'_, '_> {
             // step sees no ignored file and its writes reach nothing of the user's.
             None => {
                 let copy = self.context_copy(source)?;
-                let root = copy.path().to_path_buf();
+                // A file (`source=go.mod`) is bound as that file, a directory as its contents.
+                let name = Path::new(source).file_name();
+                let root = match name.map(|n| copy.path().join(n)) {
+                    Some(file) if file.is_file() => file,
+                    _ => copy.path().to_path_buf(),
+                };
                 prepared._scratch.push(copy);
                 prepared.binds.push(BindMount {
                     source: root,
@@ -137,7 +153,8 @@ impl Job<'_, '_> {
                 return Ok(());
             }
         };
-        let path = root.join(source);
+        // Inside the stage: `..` and symlinks (`ln -s / h`) never reach the host.
+        let path = crate::fileop::inside(&root, source)?;
         if !path.exists() {
             bail!(
                 "{} does not exist in the mount's source",
@@ -221,7 +238,10 @@ impl Job<'_, '_> {
             target: target.clone(),
             readonly: false,
         });
-        prepared.env.push(format!("SSH_AUTH_SOCK={target}"));
+        // The first agent is the one `ssh` finds, as in BuildKit.
+        if !prepared.env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+            prepared.env.push(format!("SSH_AUTH_SOCK={target}"));
+        }
         Ok(())
     }
 
@@ -241,9 +261,10 @@ impl Job<'_, '_> {
     }
 }
 
-/// A secret's id: its `id`, else its target's file name (BuildKit's default).
+/// A secret's id: its `id`, else its `source`, else its target's file name (BuildKit's order).
 fn secret_id(m: &Mount) -> String {
     m.id.clone()
+        .or_else(|| m.source.clone())
         .or_else(|| {
             m.target
                 .as_deref()
@@ -255,11 +276,22 @@ fn secret_id(m: &Mount) -> String {
 
 /// Secrets are written to memory, not disk: `/dev/shm` when it is a usable tmpfs.
 fn secret_dir() -> anyhow::Result<tempfile::TempDir> {
-    tempfile::Builder::new()
+    let in_memory = tempfile::Builder::new()
         .prefix("rbuild-secret-")
-        .tempdir_in("/dev/shm")
-        .or_else(|_| tempfile::Builder::new().prefix("rbuild-secret-").tempdir())
-        .context("creating a directory for the secret")
+        .tempdir_in("/dev/shm");
+    match in_memory {
+        Ok(dir) => Ok(dir),
+        Err(e) => {
+            super::progress(format_args!(
+                "WARNING: /dev/shm is not usable ({e}): the secret goes to a temporary file \
+                 on disk for the step"
+            ));
+            tempfile::Builder::new()
+                .prefix("rbuild-secret-")
+                .tempdir()
+                .context("creating a directory for the secret")
+        }
+    }
 }
 
 /// What a bind mount of the context reads: `source`'s contents (the whole context for `/`).
@@ -304,7 +336,7 @@ impl crate::cache_mounts::Seed for MountSeed<'_, '_, '_> {
             let dirs = solver.layer_dirs(&layers)?;
             let view = solver.snapshots.view(&dirs)?;
             let source = self.mount.source.as_deref().unwrap_or("/");
-            let from = view.root().join(source.trim_start_matches('/'));
+            let from = crate::fileop::inside(view.root(), source)?;
             return crate::cache_mounts::copy_tree(&from, data);
         }
         if let Some(imported) = solver.imported {

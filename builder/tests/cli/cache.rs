@@ -404,6 +404,16 @@ fn add_of_a_git_repository_checks_out_the_resolved_commit_and_reruns_when_it_mov
     assert_eq!(moved.cached(), [false, false], "{moved}");
     assert_eq!(fs::read_to_string(out.join("src/f")).unwrap(), "v2\n");
 
+    // A subdirectory never leaves the checkout: `..` stops at its root.
+    project.write(
+        "ctx/Dockerfile",
+        &format!("FROM scratch\nADD {url}#main:../../../.. /esc\n"),
+    );
+    let escaped = project.dir.path().join("esc-out");
+    project.build(&["-o", &format!("type=local,dest={}", escaped.display())]);
+    assert!(escaped.join("esc/top.txt").is_file());
+    assert!(!escaped.join("esc/etc").exists() && !escaped.join("esc/proc").exists());
+
     // --checksum names the commit: another one fails the step, naming both.
     let head = git(&work, &["rev-parse", "HEAD"]);
     project.write(

@@ -369,3 +369,34 @@ fn the_same_source_date_epoch_on_two_fresh_roots_gives_one_image_digest() {
     assert_eq!(first.0, second.0, "the image IDs differ");
     assert!(first.1 == second.1, "the OCI archives differ");
 }
+
+#[test]
+fn mount_sources_stay_inside_their_stage_and_mounts_nest_and_share() {
+    let Some(bb) = Busybox::new() else {
+        return;
+    };
+    // The host is Debian (/etc/debian_version); the busybox stage has no such file.
+    let dockerfile = "FROM busybox AS s
+RUN ln -s / /h && echo inside > /etc/marker
+FROM busybox
+RUN --mount=type=bind,from=s,source=../../../../etc,target=/x test ! -e /x/debian_version && cat /x/marker > /dotdot
+RUN --mount=type=bind,from=s,source=h/etc,target=/x test ! -e /x/debian_version && cat /x/marker > /link
+RUN --mount=type=bind,source=file,target=/f cat /f > /one-file
+RUN --mount=type=bind,target=/src,rw --mount=type=cache,target=/src/nm,id=nested touch /src/nm/marker
+RUN --mount=type=cache,target=/c,id=nested ls /c > /nested
+RUN --mount=type=cache,id=dup,target=/a,sharing=locked --mount=type=cache,id=dup,target=/b,sharing=locked sh -c 'echo 1 > /a/x && cat /b/x > /dup'
+RUN --mount=type=secret,source=tok,target=/root/.npmrc cat /root/.npmrc > /by-source
+";
+    let tok = bb.dir.path().join("tok");
+    fs::write(&tok, "from-source\n").unwrap();
+    let secret = format!("id=tok,src={}", tok.display());
+    let files: &[(&str, &[u8])] = &[("file", b"just one\n")];
+    let (out, _) = build_in(&bb, files, dockerfile, &["--secret", &secret]);
+    assert_eq!(text(&out, "dotdot"), "inside\n");
+    assert_eq!(text(&out, "link"), "inside\n");
+    assert_eq!(text(&out, "one-file"), "just one\n");
+    assert_eq!(text(&out, "nested"), "marker\n");
+    assert_eq!(text(&out, "dup"), "1\n");
+    assert_eq!(text(&out, "by-source"), "from-source\n");
+    bb.assert_clean();
+}
