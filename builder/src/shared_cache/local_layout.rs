@@ -107,22 +107,10 @@ fn read_index(dir: &Path) -> anyhow::Result<Option<Index>> {
     Ok(Some(index))
 }
 
-/// A temp file beside `path`, renamed over it once complete.
+/// A temp file beside `path`, renamed over it once complete (the exporters' writer).
 fn write_atomically(
     path: &Path,
-    write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
+    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".rbuild-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    write(temp.as_file_mut()).with_context(|| format!("writing {}", path.display()))?;
-    temp.as_file()
-        .sync_all()
-        .with_context(|| format!("syncing {}", path.display()))?;
-    temp.persist(path)
-        .with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
+    crate::export::write_to(&crate::output::Destination::Path(path.to_path_buf()), write)
 }

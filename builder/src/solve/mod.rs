@@ -691,17 +691,26 @@ impl<'s, 'a> Job<'s, 'a> {
         }
         paths.sort();
         paths.dedup();
+        inputs.files = Some(self.context_files(context, &paths)?);
+        Ok(inputs)
+    }
+
+    /// The checksum of `paths` of the context, as a key's files.
+    fn context_files(
+        &self,
+        context: &BuildContext,
+        paths: &[PathBuf],
+    ) -> anyhow::Result<crate::cachekey::Files> {
         let checksum =
-            rbuild_cache::checksum::checksum(&context.root, &paths, &self.solver.state.db)?;
-        inputs.files = Some(crate::cachekey::Files {
+            rbuild_cache::checksum::checksum(&context.root, paths, &self.solver.state.db)?;
+        Ok(crate::cachekey::Files {
             digest: checksum.digest,
             each: checksum
                 .files
                 .into_iter()
                 .map(|f| (f.path.to_string_lossy().into_owned(), f.digest))
                 .collect(),
-        });
-        Ok(inputs)
+        })
     }
 
     /// An ADD of git repositories: the commit each reference resolves to now joins its key
@@ -764,16 +773,7 @@ impl<'s, 'a> Job<'s, 'a> {
             is_context: true,
         };
         let paths = fileop::selected_sources(action, &tree)?;
-        let checksum =
-            rbuild_cache::checksum::checksum(&context.root, &paths, &self.solver.state.db)?;
-        inputs.files = Some(crate::cachekey::Files {
-            digest: checksum.digest,
-            each: checksum
-                .files
-                .into_iter()
-                .map(|f| (f.path.to_string_lossy().into_owned(), f.digest))
-                .collect(),
-        });
+        inputs.files = Some(self.context_files(context, &paths)?);
         Ok(Some(inputs))
     }
 
