@@ -39,6 +39,9 @@ pub(super) struct PreparedMounts {
     _views: Vec<View>,
     _writable: Vec<Active>,
     _scratch: Vec<tempfile::TempDir>,
+    /// Owner locks of secret directories: one whose lock can be taken belongs to a process
+    /// that is gone (killed), and the next build removes it.
+    _owners: Vec<rbuild_cache::lock::StateLock>,
 }
 
 impl Job<'_, '_> {
@@ -206,7 +209,7 @@ impl Job<'_, '_> {
         let Some(target) = m.target.clone() else {
             return Ok(());
         };
-        let dir = secret_dir()?;
+        let (dir, owner) = secret_dir()?;
         let file = dir.path().join("secret");
         std::fs::write(&file, value).context("writing the secret for the step")?;
         std::fs::set_permissions(&file, PermissionsExt::from_mode(m.mode.unwrap_or(0o400)))?;
@@ -217,6 +220,7 @@ impl Job<'_, '_> {
             readonly: true,
         });
         prepared._scratch.push(dir);
+        prepared._owners.push(owner);
         Ok(())
     }
 
@@ -274,22 +278,55 @@ fn secret_id(m: &Mount) -> String {
         .unwrap_or_default()
 }
 
-/// Secrets are written to memory, not disk: `/dev/shm` when it is a usable tmpfs.
-fn secret_dir() -> anyhow::Result<tempfile::TempDir> {
+/// Secrets are written to memory, not disk: `/dev/shm` when it is a usable tmpfs. The
+/// directory holds an owner lock, so what a killed build left is removed by the next.
+fn secret_dir() -> anyhow::Result<(tempfile::TempDir, rbuild_cache::lock::StateLock)> {
+    const SHM: &str = "/dev/shm";
+    sweep_dead_secret_dirs(Path::new(SHM));
     let in_memory = tempfile::Builder::new()
-        .prefix("rbuild-secret-")
-        .tempdir_in("/dev/shm");
-    match in_memory {
-        Ok(dir) => Ok(dir),
+        .prefix(SECRET_PREFIX)
+        .tempdir_in(SHM);
+    let dir = match in_memory {
+        Ok(dir) => dir,
         Err(e) => {
             super::progress(format_args!(
-                "WARNING: /dev/shm is not usable ({e}): the secret goes to a temporary file \
-                 on disk for the step"
+                "WARNING: {SHM} is not usable ({e}): the secret goes to a temporary file on \
+                 disk for the step"
             ));
             tempfile::Builder::new()
-                .prefix("rbuild-secret-")
+                .prefix(SECRET_PREFIX)
                 .tempdir()
-                .context("creating a directory for the secret")
+                .context("creating a directory for the secret")?
+        }
+    };
+    let owner = rbuild_cache::lock::StateLock::exclusive(dir.path().join("owner"))
+        .context("locking the secret's directory")?;
+    Ok((dir, owner))
+}
+
+const SECRET_PREFIX: &str = "rbuild-secret-";
+
+/// Removes the secret directories in `dir` whose owner is gone.
+fn sweep_dead_secret_dirs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(SECRET_PREFIX)
+        {
+            continue;
+        }
+        let path = entry.path();
+        // Without an owner file yet, another build is making it right now.
+        let owner = path.join("owner");
+        if !owner.exists() {
+            continue;
+        }
+        if let Ok(Some(_gone)) = rbuild_cache::lock::StateLock::try_exclusive(&owner) {
+            let _ = std::fs::remove_dir_all(&path);
         }
     }
 }
@@ -351,5 +388,29 @@ impl crate::cache_mounts::Seed for MountSeed<'_, '_, '_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_directories_of_gone_builds_are_swept_and_live_ones_kept() {
+        let shm = tempfile::TempDir::new().unwrap();
+        let live = shm.path().join(format!("{SECRET_PREFIX}live"));
+        let dead = shm.path().join(format!("{SECRET_PREFIX}dead"));
+        let other = shm.path().join("someone-else");
+        for dir in [&live, &dead, &other] {
+            std::fs::create_dir(dir).unwrap();
+            std::fs::write(dir.join("secret"), "x").unwrap();
+        }
+        let _held = rbuild_cache::lock::StateLock::exclusive(live.join("owner")).unwrap();
+        // A lock taken and released: its holder is gone.
+        drop(rbuild_cache::lock::StateLock::exclusive(dead.join("owner")).unwrap());
+        sweep_dead_secret_dirs(shm.path());
+        assert!(live.join("secret").is_file());
+        assert!(!dead.exists());
+        assert!(other.join("secret").is_file());
     }
 }
