@@ -1,8 +1,6 @@
-//! `rbuild build`: read and lower the Dockerfile, make the target stage's image in the content
-//! store, and send it to every `--output`.
-//!
-//! Steps that change the filesystem (RUN, COPY, ADD, WORKDIR) need the executor and snapshots
-//! of issue #4; until then a build whose target needs one stops with an error that says so.
+//! `rbuild build`: read and lower the Dockerfile (once per `--platform`), import the shared
+//! caches (`--cache-from`), solve the targets, assemble each platform's image in the content
+//! store, send it to every `--output`, and export the caches (`--cache-to`).
 
 use std::path::{Path, PathBuf};
 
