@@ -1,4 +1,4 @@
-# Sourced by the benchmarks that compare with BuildKit (bench-build.sh, bench-multiplatform.sh):
+# Sourced by the benchmarks (bench-build.sh, bench-multiplatform.sh, bench-cache.sh):
 # Docker's daemon, started when none answers and stopped at exit, and the figures' arithmetic.
 # The caller sets DOCKER (the CLI's path, empty when there is none), LOGS (a directory for
 # dockerd's log) and SCRIPT (its own name, for messages), and calls stop_dockerd from its exit
@@ -57,3 +57,34 @@ ratio() { # a b
 }
 
 secs() { [[ $1 == - ]] && echo - || printf '%.3f s' "$1"; }
+
+# start_registry: Debian's docker-registry on a free loopback port, storage under
+# $WORK/registry, its log in $LOGS/registry; sets PORT, REG (127.0.0.1:PORT) and REGISTRY_PID
+# (the caller stops it at exit). Exits when it does not answer.
+start_registry() {
+    PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    mkdir -p "$WORK/registry"
+    cat >"$WORK/registry/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $WORK/registry/storage
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$PORT
+  secret: rbuild-bench-secret
+EOF
+    echo "+ docker-registry serve (127.0.0.1:$PORT)" >&2
+    docker-registry serve "$WORK/registry/config.yml" >"$LOGS/registry" 2>&1 &
+    REGISTRY_PID=$!
+    for ((i = 0; i < 100; i++)); do
+        curl -fsS -o /dev/null "http://127.0.0.1:$PORT/v2/" 2>/dev/null && break
+        sleep 0.1
+    done
+    curl -fsS -o /dev/null "http://127.0.0.1:$PORT/v2/" || { cat "$LOGS/registry" >&2; exit 1; }
+    REG=127.0.0.1:$PORT
+}

@@ -106,31 +106,7 @@ if ensure_dockerd; then
 fi
 
 # ---- the registry ----
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-mkdir -p "$WORK/registry"
-cat >"$WORK/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry/storage
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:$PORT
-  secret: rbuild-bench-secret
-EOF
-echo "+ docker-registry serve (127.0.0.1:$PORT)" >&2
-docker-registry serve "$WORK/registry/config.yml" >"$LOGS/registry" 2>&1 &
-REGISTRY_PID=$!
-for ((i = 0; i < 100; i++)); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$PORT/v2/" 2>/dev/null && break
-    sleep 0.1
-done
-curl -fsS -o /dev/null "http://127.0.0.1:$PORT/v2/" || { cat "$LOGS/registry" >&2; exit 1; }
-REG=127.0.0.1:$PORT
+start_registry
 
 # ---- the base: a busybox index for linux/amd64 and linux/arm64 ----
 host_busybox() {

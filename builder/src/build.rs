@@ -408,10 +408,10 @@ fn solve_past_unusable_layers(
                 if crate::interrupt::interrupted() || !solver.unusable.insert(unusable.blob) {
                     return Err(e);
                 }
+                // Nothing was cancelled for it (see `Solver::solve`): solve again at once.
                 progress(format_args!(
                     "WARNING: {unusable}; the steps that made it run again"
                 ));
-                crate::interrupt::uncancel();
             }
         }
     }

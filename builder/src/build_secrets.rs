@@ -88,7 +88,8 @@ pub struct SshAgents {
     /// Agents started here for key files, killed when the build ends (or on a signal).
     started: Vec<Child>,
     _on_signal: Vec<crate::interrupt::Guard>,
-    _dir: Option<tempfile::TempDir>,
+    /// Where the started agents' sockets are.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for SshAgents {
@@ -139,11 +140,11 @@ impl SshAgents {
 
     /// An `ssh-agent` holding `keys`, on a socket in a directory of this build.
     fn agent_for(&mut self, keys: &[PathBuf]) -> anyhow::Result<PathBuf> {
-        if self._dir.is_none() {
-            self._dir =
+        if self.dir.is_none() {
+            self.dir =
                 Some(tempfile::TempDir::new().context("creating a directory for ssh-agent")?);
         }
-        let dir = self._dir.as_ref().expect("just made").path();
+        let dir = self.dir.as_ref().expect("just made").path();
         let socket = dir.join(format!("agent.{}", self.started.len()));
         let agent = Command::new("ssh-agent")
             .arg("-D")

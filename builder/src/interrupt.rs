@@ -83,11 +83,6 @@ pub fn cancel() {
     run(Some(Kind::Stop));
 }
 
-/// Clears a cancellation once its steps have unwound, so the build can solve again.
-pub fn uncancel() {
-    CANCELLED.store(false, Ordering::SeqCst);
-}
-
 /// Starts the thread that waits for SIGINT/SIGTERM (once per process).
 pub fn install() {
     INSTALL.call_once(|| {

@@ -109,34 +109,25 @@ pub(crate) fn add(
     let repo = dir.path().join("repo");
     let repo_str = repo.to_string_lossy().into_owned();
     run_git(None, &["init", "-q", &repo_str], src)?;
-    let fetched = match git.reference.as_deref().filter(|r| !is_commit_id(r)) {
-        Some(reference) => run_git(
-            Some(&repo),
-            &[
-                "fetch",
-                "-q",
-                "--depth",
-                "1",
-                "--end-of-options",
-                &git.remote,
-                reference,
-            ],
-            src,
-        ),
-        None => run_git(
-            Some(&repo),
-            &[
-                "fetch",
-                "-q",
-                "--depth",
-                "1",
-                "--end-of-options",
-                &git.remote,
-                commit,
-            ],
-            src,
-        ),
-    };
+    // The branch or tag by name (a commit id is fetched as itself).
+    let wanted = git
+        .reference
+        .as_deref()
+        .filter(|r| !is_commit_id(r))
+        .unwrap_or(commit);
+    let fetched = run_git(
+        Some(&repo),
+        &[
+            "fetch",
+            "-q",
+            "--depth",
+            "1",
+            "--end-of-options",
+            &git.remote,
+            wanted,
+        ],
+        src,
+    );
     if fetched.is_err() {
         // A server that will not hand out a commit by id: everything, then the commit.
         run_git(

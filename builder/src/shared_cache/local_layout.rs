@@ -98,10 +98,8 @@ fn read_index(dir: &Path) -> anyhow::Result<Option<Index>> {
     };
     let index: Index =
         serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))?;
-    if index.manifests.iter().any(|m| {
-        m.media_type.is_empty()
-            || !media_types::is_manifest(&m.media_type) && !media_types::is_index(&m.media_type)
-    }) {
+    let is_manifest = |t: &str| media_types::is_manifest(t) || media_types::is_index(t);
+    if !index.manifests.iter().all(|m| is_manifest(&m.media_type)) {
         bail!("{} lists something that is not a manifest", path.display());
     }
     Ok(Some(index))

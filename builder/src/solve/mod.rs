@@ -470,15 +470,15 @@ impl<'s, 'a> Job<'s, 'a> {
                     // `--network=none` changes what a RUN can do: part of its key.
                     inputs.op["rbuild_network"] = "none".into();
                 }
-                let parents = self.rootfs_input(graph, index)?;
+                let parents = self.rootfs_input()?;
                 let inputs = self.with_mounted_context(exec, inputs)?;
                 self.cached_step(index, vertex, &parents, Some(inputs), |solver, root| {
                     solver.run(exec, root)
                 })
             }
             Op::File(file) => {
-                let parents = self.rootfs_input(graph, index)?;
-                let source = self.source_input(graph, index)?;
+                let parents = self.rootfs_input()?;
+                let source = self.source_input();
                 let mut inputs = self.with_files(file, source.as_ref(), inputs)?;
                 // COPY --link: made on an empty directory and laid on top, so neither its
                 // key nor its layer depends on what is below (it stays cached when an earlier
@@ -966,25 +966,23 @@ impl<'s, 'a> Job<'s, 'a> {
         Ok(())
     }
 
-    /// The vertex whose filesystem this step works on.
-    fn rootfs_vertex(&self) -> Option<NodeIndex> {
+    /// The input that feeds this step through an edge `pick` accepts.
+    fn input_vertex(&self, pick: impl Fn(&Edge) -> bool) -> Option<NodeIndex> {
         self.graph
             .graph
             .edges_directed(self.index, Direction::Incoming)
-            .find(|e| matches!(e.weight(), Edge::Rootfs))
+            .find(|e| pick(e.weight()))
             .map(|e| e.source())
     }
 
-    fn rootfs_input(
-        &self,
-        graph: &BuildGraph,
-        index: NodeIndex,
-    ) -> anyhow::Result<Vec<SolvedLayer>> {
-        let input = graph
-            .graph
-            .edges_directed(index, Direction::Incoming)
-            .find(|e| matches!(e.weight(), Edge::Rootfs))
-            .map(|e| e.source())
+    /// The vertex whose filesystem this step works on.
+    fn rootfs_vertex(&self) -> Option<NodeIndex> {
+        self.input_vertex(|e| matches!(e, Edge::Rootfs))
+    }
+
+    fn rootfs_input(&self) -> anyhow::Result<Vec<SolvedLayer>> {
+        let input = self
+            .rootfs_vertex()
             .context("a step without a root filesystem")?;
         match &self.inputs[&input].solved {
             Solved::Layers(layers) => Ok(layers.clone()),
@@ -992,20 +990,12 @@ impl<'s, 'a> Job<'s, 'a> {
         }
     }
 
-    fn source_input(
-        &self,
-        graph: &BuildGraph,
-        index: NodeIndex,
-    ) -> anyhow::Result<Option<SourceInput>> {
-        let input = graph
-            .graph
-            .edges_directed(index, Direction::Incoming)
-            .find(|e| matches!(e.weight(), Edge::Source))
-            .map(|e| e.source());
-        Ok(input.map(|i| match &self.inputs[&i].solved {
+    fn source_input(&self) -> Option<SourceInput> {
+        let input = self.input_vertex(|e| matches!(e, Edge::Source))?;
+        Some(match &self.inputs[&input].solved {
             Solved::Layers(layers) => SourceInput::Layers(layers.clone()),
             Solved::Context => SourceInput::Context,
-        }))
+        })
     }
 }
 

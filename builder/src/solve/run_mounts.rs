@@ -14,8 +14,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use petgraph::visit::EdgeRef;
-use petgraph::Direction;
 use rbuild_frontend::graph::{CopyAction, Edge, ExecOp};
 use rbuild_frontend::instructions::{CacheSharing, Mount, MountType};
 
@@ -251,12 +249,7 @@ impl Job<'_, '_> {
 
     /// The layers of the input a `RUN --mount` with `from` reads, by the mount's target.
     fn mount_input(&self, target: &str) -> anyhow::Result<Option<Vec<SolvedLayer>>> {
-        let input = self
-            .graph
-            .graph
-            .edges_directed(self.index, Direction::Incoming)
-            .find(|e| matches!(e.weight(), Edge::Mount { target: t } if t == target))
-            .map(|e| e.source());
+        let input = self.input_vertex(|e| matches!(e, Edge::Mount { target: t } if t == target));
         match input.map(|i| &self.inputs[&i].solved) {
             None => Ok(None),
             Some(Solved::Layers(layers)) => Ok(Some(layers.clone())),
